@@ -1,0 +1,129 @@
+"""AgentRuntimeIndex: the in-memory lookup every admission reads.
+
+Fed by a source (file or informer) from one thread, read by the request handlers from another. Writers
+hold a lock and publish fresh dicts/tuples; readers never lock: a dict `get` and the tuple it returns
+are atomic under the GIL, so a reader sees either the old or the new state, never half of an update.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .model import AgentRuntime, WorkloadRef
+
+# (namespace, group, kind, name) of a target workload.
+TargetKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """The AgentRuntime that applies to a workload, and the others that target it too (if any)."""
+
+    runtime: AgentRuntime | None
+    shadowed: tuple[AgentRuntime, ...] = ()
+
+    @property
+    def warnings(self) -> list[str]:
+        if self.runtime is None or not self.shadowed:
+            return []
+        others = ", ".join(f'"{r.metadata.name}"' for r in self.shadowed)
+        return [
+            f'several AgentRuntimes target this workload: using the oldest, "{self.runtime.metadata.name}"; '
+            f"ignoring {others}"
+        ]
+
+
+NO_MATCH = LookupResult(None)
+
+
+@dataclass
+class AgentRuntimeIndex:
+    """AgentRuntimes by (namespace, name) and by the workload they target."""
+
+    _by_key: dict[tuple[str, str], AgentRuntime] = field(default_factory=dict)
+    _by_target: dict[TargetKey, tuple[AgentRuntime, ...]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set once the source has delivered its first complete view (first LIST, first file load).
+    synced: threading.Event = field(default_factory=threading.Event)
+
+    # -- reads (hot path, lock-free) -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, namespace: str, name: str) -> AgentRuntime | None:
+        return self._by_key.get((namespace, name))
+
+    def all(self) -> list[AgentRuntime]:
+        return list(self._by_key.values())
+
+    def targeting(self, namespace: str, workload: WorkloadRef) -> tuple[AgentRuntime, ...]:
+        """Every AgentRuntime in `namespace` that targets `workload`, oldest first."""
+        return self._by_target.get((namespace, *workload), ())
+
+    def lookup(self, namespace: str, workloads: Iterable[WorkloadRef]) -> LookupResult:
+        """The AgentRuntime for a pod whose owner chain names `workloads` (see resolve_workload)."""
+        found: list[AgentRuntime] = []
+        for workload in workloads:
+            found.extend(self._by_target.get((namespace, *workload), ()))
+        if not found:
+            return NO_MATCH
+        if len(found) > 1:
+            found = sorted({r.key: r for r in found}.values(), key=lambda r: r.age_key)
+        return LookupResult(found[0], tuple(found[1:]))
+
+    # -- writes (source thread) ------------------------------------------------------------------
+
+    def upsert(self, runtime: AgentRuntime) -> None:
+        with self._lock:
+            old = self._by_key.get(runtime.key)
+            if old is not None:
+                self._unlink(old)
+            self._by_key[runtime.key] = runtime
+            self._link(runtime)
+
+    def delete(self, namespace: str, name: str) -> AgentRuntime | None:
+        with self._lock:
+            old = self._by_key.pop((namespace, name), None)
+            if old is not None:
+                self._unlink(old)
+            return old
+
+    def replace_all(self, runtimes: Iterable[AgentRuntime]) -> None:
+        """Swap in a complete new view at once (after a re-LIST or a file reload)."""
+        by_key = {r.key: r for r in runtimes}
+        by_target: dict[TargetKey, list[AgentRuntime]] = {}
+        for runtime in by_key.values():
+            target = _target_key(runtime)
+            if target is not None:
+                by_target.setdefault(target, []).append(runtime)
+        frozen = {k: tuple(sorted(v, key=lambda r: r.age_key)) for k, v in by_target.items()}
+        with self._lock:
+            self._by_key = by_key
+            self._by_target = frozen
+
+    def _link(self, runtime: AgentRuntime) -> None:
+        target = _target_key(runtime)
+        if target is None:
+            return
+        current = self._by_target.get(target, ())
+        self._by_target[target] = tuple(sorted((*current, runtime), key=lambda r: r.age_key))
+
+    def _unlink(self, runtime: AgentRuntime) -> None:
+        target = _target_key(runtime)
+        if target is None:
+            return
+        remaining = tuple(r for r in self._by_target.get(target, ()) if r.key != runtime.key)
+        if remaining:
+            self._by_target[target] = remaining
+        else:
+            self._by_target.pop(target, None)
+
+
+def _target_key(runtime: AgentRuntime) -> TargetKey | None:
+    workload = runtime.workload
+    if workload is None or not workload.kind or not workload.name:
+        return None
+    return (runtime.metadata.namespace, *workload)

@@ -1,0 +1,146 @@
+"""The one definition of an AgentRuntime and its skills, shared by mutation, validation and tests."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_AGENTRUNTIME_API = "agent.kagenti.dev/v1alpha1"
+AGENTRUNTIME_KIND = "AgentRuntime"
+
+# Pod metadata this project reads or writes.
+ANNOTATION_SKILLS = "kagenti.io/skills"
+ANNOTATION_SKILLS_INJECTED = "kagenti.io/skills-injected"
+ANNOTATION_AGENT_CONTAINER = "kagenti.io/agent-container"
+ANNOTATION_DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+LABEL_SKILLS_INJECT = "kagenti.io/skills-inject"
+LABEL_POD_TEMPLATE_HASH = "pod-template-hash"
+ENV_SKILL_FOLDERS = "SKILL_FOLDERS"
+VOLUME_PREFIX = "skill-"
+
+MAX_SKILLS = 20
+# A volume name is a DNS-1123 label of at most 63 characters and ours is "skill-" + the skill name,
+# so a skill name may have 57. (The seed operator allowed 58, which overflows.)
+MAX_SKILL_NAME_LENGTH = 63 - len(VOLUME_PREFIX)
+
+RUNTIME_TYPES = ("agent", "tool")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+TARGET_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod", "Sandbox")
+
+DEFAULT_SIDECAR_NAMES = (
+    "envoy-proxy",
+    "authbridge-proxy",
+    "spiffe-helper",
+    "kagenti-client-registration",
+    "istio-proxy",
+    "linkerd-proxy",
+    "vault-agent",
+    "cloud-sql-proxy",
+)
+
+
+def api_group(api_version: str) -> str:
+    """The group of an apiVersion: the part before "/", empty for the core group ("v1")."""
+    group, sep, _ = api_version.rpartition("/")
+    return group if sep else ""
+
+
+def volume_name(skill_name: str) -> str:
+    return VOLUME_PREFIX + skill_name
+
+
+class WorkloadRef(NamedTuple):
+    """A workload as AgentRuntimes name it; the version is left out because it never decides a match."""
+
+    group: str
+    kind: str
+    name: str
+
+
+class Skill(BaseModel):
+    """One entry of spec.skills. Unknown keys are kept (and warned about by validation)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    image: str
+    mountPath: str
+    pullPolicy: str | None = None
+
+    @property
+    def volume_name(self) -> str:
+        return volume_name(self.name)
+
+    @property
+    def extra_fields(self) -> list[str]:
+        return sorted(self.model_extra or {})
+
+
+class TargetRef(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    apiVersion: str = ""
+    kind: str = ""
+    name: str = ""
+
+    @property
+    def workload(self) -> WorkloadRef:
+        return WorkloadRef(api_group(self.apiVersion), self.kind, self.name)
+
+
+class AgentRuntimeSpec(BaseModel):
+    """spec of an AgentRuntime. Fields of the wider ecosystem (identity, trace, authBridgeMode,
+    mtlsMode, ...) are preserved and ignored, never rejected."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str | None = None
+    targetRef: TargetRef | None = None
+    skills: list[Skill] = Field(default_factory=list)
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resourceVersion: str = ""
+    # RFC 3339 in UTC ("2026-01-02T03:04:05Z") sorts correctly as a string, which is all we need.
+    creationTimestamp: str = ""
+
+
+class AgentRuntime(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    apiVersion: str = DEFAULT_AGENTRUNTIME_API
+    kind: str = AGENTRUNTIME_KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: AgentRuntimeSpec = Field(default_factory=AgentRuntimeSpec)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.metadata.namespace, self.metadata.name)
+
+    @property
+    def age_key(self) -> tuple[str, str]:
+        """Sort key for "the oldest wins": creationTimestamp, then name."""
+        return (self.metadata.creationTimestamp, self.metadata.name)
+
+    @property
+    def workload(self) -> WorkloadRef | None:
+        ref = self.spec.targetRef
+        return ref.workload if ref is not None else None
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> "AgentRuntime":
+        return cls.model_validate(obj)
+
+
+def is_agentruntime(obj: Any, api_version: str = DEFAULT_AGENTRUNTIME_API) -> bool:
+    return (
+        isinstance(obj, dict)
+        and obj.get("kind") == AGENTRUNTIME_KIND
+        and api_group(str(obj.get("apiVersion", ""))) == api_group(api_version)
+    )

@@ -1,0 +1,1 @@
+"""Service layer: FastAPI app, TLS, settings, metrics, logging and the command line."""

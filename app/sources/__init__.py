@@ -1,0 +1,1 @@
+"""Sources of AgentRuntimes (file, Kubernetes informer) feeding one AgentRuntimeIndex."""
