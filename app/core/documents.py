@@ -1,0 +1,342 @@
+"""Untrusted text -> documents: JSON or multi-document YAML, parsed safely.
+
+`load_documents` is for bodies and files from users. It yields only what JSON can hold (dicts with
+string keys, lists, strings, numbers, booleans, null), as sigs.k8s.io/yaml does for kubectl:
+
+- no YAML tag constructs an object, and YAML timestamps stay strings (as in Kubernetes);
+- anchors and aliases are refused at the first one, so an alias bomb costs nothing;
+- nesting is bounded (MAX_DEPTH) for JSON and YAML alike, so a RecursionError never escapes;
+- every failure is a DocumentError with the parser's 1-based line and column when it has them.
+
+`load_trusted_documents` is for admin-owned files (the file source's 10,000 AgentRuntimes): the same
+JSON-compatible values, but parsed by libyaml end to end when it is available, anchors allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import AliasEvent, CollectionStartEvent
+from yaml.nodes import Node
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+try:  # libyaml: the C parser, ten times faster than the pure-Python one
+    from yaml._yaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    CParser = None
+
+# Real objects nest 10-15 levels; 100 leaves room and keeps hostile input cheap.
+MAX_DEPTH = 100
+
+JSON_MEDIA_TYPES = frozenset({"application/json"})
+YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+
+_JSON_CONSTANT_RE = re.compile(r"-?Infinity|NaN")
+_LONG_INTEGER_RE = re.compile(r"\d{4000,}")
+
+
+class DocumentError(ValueError):
+    """Text that is not a JSON/YAML document we accept; line and column are 1-based (None when the
+    problem has no position)."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.message
+        return f"line {self.line}, column {self.column}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "line": self.line, "column": self.column}
+
+
+def media_type(content_type: str | None) -> str:
+    """"application/json; charset=utf-8" -> "application/json"; "" when absent."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def load_documents(data: bytes | str, content_type: str | None = None) -> list[Any]:
+    """Parse untrusted JSON or YAML into its documents; raises DocumentError.
+
+    A JSON or YAML Content-Type (`application/json`, `*+json`, `application/yaml`,
+    `application/x-yaml`, `text/yaml`) decides the parser. Any other or none (curl's `-d` sends
+    `application/x-www-form-urlencoded`) means: JSON when the text starts with `{` or `[`, else YAML.
+    YAML gives one entry per non-empty document; JSON gives exactly one."""
+    text = _decode(data)
+    kind = media_type(content_type)
+    if kind in JSON_MEDIA_TYPES or kind.endswith("+json"):
+        return [_load_json(text)]
+    if kind in YAML_MEDIA_TYPES:
+        return _load_yaml(text)
+    if text.lstrip()[:1] in ("{", "["):
+        return [_load_json(text)]
+    return _load_yaml(text)
+
+
+def load_trusted_documents(text: str) -> list[Any]:
+    """Parse an admin-owned YAML/JSON file fast (libyaml); still JSON-compatible values only, still
+    no object construction. Raises DocumentError. Empty documents are left out."""
+    loader = _TrustedLoader(text)
+    try:
+        return _documents(loader)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, text) from None
+    finally:
+        loader.dispose()
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+
+
+def _load_json(text: str) -> Any:
+    try:
+        value = json.loads(text, parse_constant=_reject_json_constant)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(exc.msg, exc.lineno, exc.colno) from None
+    except RecursionError:
+        raise _too_deep(text) from None
+    except _JsonConstantError:
+        raise DocumentError("NaN and Infinity are not JSON", *_position(text, _JSON_CONSTANT_RE)) from None
+    except ValueError as exc:  # an integer beyond Python's digit limit
+        raise DocumentError(str(exc), *_position(text, _LONG_INTEGER_RE)) from None
+    # Fewer brackets than the limit cannot nest deeper than it: the common case costs two counts.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
+        raise _too_deep(text)
+    return value
+
+
+class _JsonConstantError(ValueError):
+    pass
+
+
+def _reject_json_constant(name: str) -> Any:
+    raise _JsonConstantError(name)
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when containers nest deeper than `limit`; iterative, so any depth is safe to ask about."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth + 1 > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def _too_deep(text: str) -> DocumentError:
+    """The error for JSON nested beyond MAX_DEPTH, placed where the limit is crossed."""
+    depth = 0
+    for token in _JSON_TOKEN_RE.finditer(text):
+        char = token.group()[0]
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return DocumentError(f"nesting deeper than {MAX_DEPTH} levels", *_line_column(text, token.start()))
+        elif char in "]}":
+            depth -= 1
+    return DocumentError(f"nesting deeper than {MAX_DEPTH} levels")
+
+
+# -- YAML ------------------------------------------------------------------------------------------
+
+
+class _JsonCompatibleResolver(Resolver):
+    """YAML 1.1 scalars as Kubernetes reads them: timestamps stay strings (a creationTimestamp is a
+    string in every API object), and "=" and "<<" are plain strings rather than special tags."""
+
+    yaml_implicit_resolvers = {
+        first: [
+            (tag, pattern)
+            for tag, pattern in resolvers
+            if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value", "tag:yaml.org,2002:merge")
+        ]
+        for first, resolvers in Resolver.yaml_implicit_resolvers.items()
+    }
+
+
+class _JsonCompatibleConstructor(SafeConstructor):
+    """Only null, booleans, numbers, strings, sequences and mappings with string keys. Any other
+    tag (!!binary, !!set, !!timestamp, !!python/..., custom !tags) is an error, never an object."""
+
+    yaml_constructors = {
+        tag: SafeConstructor.yaml_constructors[tag]
+        for tag in (
+            "tag:yaml.org,2002:null",
+            "tag:yaml.org,2002:bool",
+            "tag:yaml.org,2002:int",
+            "tag:yaml.org,2002:float",
+            "tag:yaml.org,2002:str",
+            "tag:yaml.org,2002:seq",
+            "tag:yaml.org,2002:map",
+            None,  # every other tag: SafeConstructor.construct_undefined, which raises
+        )
+    }
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:  # int() beyond Python's digit limit, and the like
+            raise ConstructorError(None, None, str(exc), node.start_mark) from None
+
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[str, Any]:
+        # JSON keys are strings; sigs.k8s.io/yaml turns `1:`, `true:` and `null:` into "1", "true", "null".
+        mapping = super().construct_mapping(node, deep)
+        return {key if isinstance(key, str) else _key_text(key, node): value for key, value in mapping.items()}
+
+
+def _key_text(key: Any, node: Node) -> str:
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    raise ConstructorError(None, None, f"mapping keys must be scalars, not {type(key).__name__}", node.start_mark)
+
+
+class _GuardedComposer(Composer):
+    """Refuses anchors and aliases, and collections nested deeper than MAX_DEPTH."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        event = self.peek_event()
+        if isinstance(event, AliasEvent):
+            raise _event_error("YAML aliases are not allowed", event)
+        if event.anchor is not None:
+            raise _event_error("YAML anchors are not allowed", event)
+        if not isinstance(event, CollectionStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _event_error(f"nesting deeper than {MAX_DEPTH} levels", event)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _event_error(message: str, event: Any) -> DocumentError:
+    mark = event.start_mark
+    return DocumentError(message, mark.line + 1, mark.column + 1)
+
+
+if CParser is not None:
+
+    class _UntrustedLoader(_GuardedComposer, CParser, _JsonCompatibleConstructor, _JsonCompatibleResolver):
+        """libyaml scans and parses (fast, no recursion); our Python composer builds the nodes, so
+        that it can refuse aliases and depth as it goes."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            _JsonCompatibleConstructor.__init__(self)
+            _JsonCompatibleResolver.__init__(self)
+
+    class _TrustedLoader(CParser, _JsonCompatibleConstructor, _JsonCompatibleResolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _JsonCompatibleConstructor.__init__(self)
+            _JsonCompatibleResolver.__init__(self)
+
+else:  # pragma: no cover - PyYAML built without libyaml
+
+    class _UntrustedLoader(  # type: ignore[no-redef]
+        Reader, Scanner, Parser, _GuardedComposer, _JsonCompatibleConstructor, _JsonCompatibleResolver
+    ):
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            Composer.__init__(self)
+            _JsonCompatibleConstructor.__init__(self)
+            _JsonCompatibleResolver.__init__(self)
+
+    class _TrustedLoader(  # type: ignore[no-redef]
+        Reader, Scanner, Parser, Composer, _JsonCompatibleConstructor, _JsonCompatibleResolver
+    ):
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            Composer.__init__(self)
+            _JsonCompatibleConstructor.__init__(self)
+            _JsonCompatibleResolver.__init__(self)
+
+
+def _load_yaml(text: str) -> list[Any]:
+    loader = _UntrustedLoader(text)
+    try:
+        return _documents(loader)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, text) from None
+    except RecursionError:  # cannot happen below MAX_DEPTH; kept so that it can never escape
+        raise DocumentError(f"nesting deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
+def _documents(loader: Any) -> list[Any]:
+    documents = []
+    while loader.check_data():
+        document = loader.get_data()
+        if document is not None:  # "---" with nothing after it, a trailing "---"
+            documents.append(document)
+    return documents
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> DocumentError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            message = f"{exc.problem} ({exc.context})"
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None:
+            return DocumentError(message, mark.line + 1, mark.column + 1)
+        return DocumentError(message)
+    if isinstance(exc, yaml.reader.ReaderError):
+        return DocumentError(exc.reason, *_line_column(text, exc.position))
+    return DocumentError(str(exc))
+
+
+# -- positions and bytes ---------------------------------------------------------------------------
+
+
+def _decode(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data[1:] if data.startswith("\ufeff") else data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DocumentError("not valid UTF-8", line, column) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _position(text: str, pattern: re.Pattern[str]) -> tuple[int | None, int | None]:
+    match = pattern.search(text)
+    return _line_column(text, match.start()) if match else (None, None)

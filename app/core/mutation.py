@@ -1,0 +1,101 @@
+"""The /mutate decision for one pod: match, choose the container, build the patch (SPEC §3, §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .admission import AdmissionDecision, AdmissionRequest
+from .container import AgentContainerNotFound, choose_agent_container
+from .index import AgentRuntimeIndex
+from .model import DEFAULT_SIDECAR_NAMES, LABEL_SKILLS_INJECT
+from .patch import MalformedPod, SkillConflict, build_skill_patch
+from .workload import resolve_workload
+
+NOT_SYNCED_MESSAGE = "skill cache not synchronized yet; retry shortly"
+
+
+@dataclass(frozen=True)
+class MutationOptions:
+    sidecar_names: frozenset[str] = frozenset(DEFAULT_SIDECAR_NAMES)
+    # Whether the cluster can run image volumes (see app.core.capability); when it cannot, nothing is
+    # injected, because an API server with the ImageVolume gate off drops the volumes and mounts
+    # silently and the pod would claim skills it does not have.
+    image_volumes: bool = True
+    image_volumes_reason: str = ""
+
+
+def review_pod(request: AdmissionRequest, index: AgentRuntimeIndex, options: MutationOptions) -> AdmissionDecision:
+    """Decide an AdmissionReview request sent to /mutate."""
+    if request.group or request.kind != "Pod" or request.sub_resource:
+        return AdmissionDecision(outcome="ignored")
+    if request.operation != "CREATE":
+        return AdmissionDecision(outcome="ignored")
+    if not isinstance(request.object, dict):
+        return AdmissionDecision.deny(400, "request.object must be a Pod object", reason="BadRequest")
+    # dryRun needs no special case: the mutation has no side effects, so a dry run gets the same patch.
+    return mutate_pod(request.object, request.namespace, index, options)
+
+
+def mutate_pod(
+    pod: dict[str, Any], namespace: str, index: AgentRuntimeIndex, options: MutationOptions
+) -> AdmissionDecision:
+    """Decide what to do to `pod` (created in `namespace`); the patch is relative to `pod` as given."""
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
+    if labels.get(LABEL_SKILLS_INJECT) == "disabled":
+        return AdmissionDecision(outcome="opted-out")
+    if not index.synced.is_set():
+        return AdmissionDecision.deny(503, NOT_SYNCED_MESSAGE, reason="ServiceUnavailable", outcome="not-synced")
+    if not namespace:
+        namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else ""
+    match = index.lookup(namespace, resolve_workload(pod))
+    runtime = match.runtime
+    if runtime is None:
+        return AdmissionDecision(outcome="no-match")
+    decision = AdmissionDecision(runtime=runtime.metadata.name, warnings=match.warnings)
+    skills = runtime.spec.skills
+    if not skills:
+        decision.outcome = "no-skills"
+        return decision
+    if not options.image_volumes:
+        decision.outcome = "image-volumes-off"
+        decision.warnings.append(
+            f'skills of AgentRuntime "{runtime.metadata.name}" were not injected: image volumes are off '
+            f"({options.image_volumes_reason or 'disabled by configuration'})"
+        )
+        return decision
+
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not isinstance(containers, list) or not containers or not all(isinstance(c, dict) for c in containers):
+        return _deny_malformed(decision, "spec.containers must be a non-empty list of containers")
+    names = [c.get("name") if isinstance(c.get("name"), str) else "" for c in containers]
+    annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    try:
+        position = choose_agent_container(names, annotations, options.sidecar_names)
+        patch = build_skill_patch(pod, runtime, position if position is not None else 0)
+    except AgentContainerNotFound as err:
+        return _deny_conflict(decision, f'AgentRuntime "{runtime.metadata.name}": {err}')
+    except SkillConflict as err:
+        return _deny_conflict(decision, str(err))
+    except MalformedPod as err:
+        return _deny_malformed(decision, str(err))
+    decision.patch = patch.operations
+    decision.warnings += patch.warnings
+    decision.skills = [s.name for s in skills]
+    decision.outcome = "injected" if patch.operations else "already-injected"
+    return decision
+
+
+def _deny_conflict(decision: AdmissionDecision, message: str) -> AdmissionDecision:
+    return AdmissionDecision.deny(
+        409, message, reason="Conflict", runtime=decision.runtime, warnings=decision.warnings, outcome="conflict"
+    )
+
+
+def _deny_malformed(decision: AdmissionDecision, message: str) -> AdmissionDecision:
+    return AdmissionDecision.deny(
+        400, f"pod cannot be patched: {message}", reason="BadRequest", runtime=decision.runtime,
+        warnings=decision.warnings, outcome="malformed",
+    )

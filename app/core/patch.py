@@ -1,0 +1,250 @@
+"""Building the JSON patch that mounts an AgentRuntime's skills into a pod (SPEC §4).
+
+Pure functions over the pod dict as the API server sent it. Every operation is computed against
+that exact object, so the patch applies cleanly: whole arrays/maps are added where they are absent,
+existing entries are appended to or replaced, and nothing already equal is touched, which makes a
+second call on the patched pod (reinvocation) return an empty patch.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import (
+    ANNOTATION_SKILLS,
+    ANNOTATION_SKILLS_INJECTED,
+    ENV_SKILL_FOLDERS,
+    AgentRuntime,
+    Skill,
+)
+
+Operation = dict[str, Any]
+
+
+class SkillConflict(Exception):
+    """The pod already holds something a skill needs (a volume name, a mount path): deny with 409."""
+
+
+class MalformedPod(ValueError):
+    """A field the patch must extend has the wrong type: deny with 400 rather than emit a bad patch."""
+
+
+@dataclass
+class SkillPatch:
+    operations: list[Operation] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def escape_pointer(segment: str) -> str:
+    """One JSON Pointer segment (RFC 6901): "~" and "/" must be escaped, in that order."""
+    return segment.replace("~", "~0").replace("/", "~1")
+
+
+def normalize_mount_path(path: str) -> str:
+    """Compare mount paths as the kernel would: "//a/./b/" is "/a/b"."""
+    normal = posixpath.normpath(path) if path else path
+    return "/" + normal.lstrip("/") if normal.startswith("//") else normal
+
+
+def volume_for(skill: Skill) -> dict[str, Any]:
+    image: dict[str, Any] = {"reference": skill.image}
+    if skill.pullPolicy:
+        image["pullPolicy"] = skill.pullPolicy
+    return {"name": skill.volume_name, "image": image}
+
+
+def mount_for(skill: Skill) -> dict[str, Any]:
+    return {"name": skill.volume_name, "mountPath": skill.mountPath, "readOnly": True}
+
+
+def injected_record(runtime: AgentRuntime, container: str) -> dict[str, Any]:
+    return {
+        "agentRuntime": runtime.metadata.name,
+        "container": container,
+        "skills": {s.name: s.image for s in runtime.spec.skills},
+    }
+
+
+def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_index: int) -> SkillPatch:
+    """The patch that gives the container at `container_index` the skills of `runtime`.
+
+    Raises SkillConflict (naming the AgentRuntime, the skill and what collided) or MalformedPod.
+    """
+    spec = _field(pod, "spec", dict, "spec")
+    containers = _field(spec, "containers", list, "spec.containers")
+    container = containers[container_index]
+    if not isinstance(container, dict):
+        raise MalformedPod(f"spec.containers[{container_index}] must be an object")
+    skills = runtime.spec.skills
+    result = SkillPatch()
+    where = f'AgentRuntime "{runtime.metadata.name}"'
+
+    # 1. volumes
+    volumes = _optional_list(spec, "volumes", "spec.volumes")
+    present = {v.get("name"): v for v in volumes or () if isinstance(v, dict)}
+    new_volumes: list[dict[str, Any]] = []
+    for skill in skills:
+        existing = present.get(skill.volume_name)
+        if existing is None:
+            volume = volume_for(skill)
+            new_volumes.append(volume)
+            present[skill.volume_name] = volume
+        elif _image_reference(existing) != skill.image:
+            raise SkillConflict(
+                f'{where}: skill "{skill.name}": the pod already has a volume "{skill.volume_name}" '
+                f"with another source ({_describe_source(existing)}), not image {skill.image}"
+            )
+    result.operations += _append_all("/spec/volumes", volumes, new_volumes)
+
+    # 2. mounts, agent container only
+    base = f"/spec/containers/{container_index}"
+    field_base = f"spec.containers[{container_index}]"
+    mounts = _optional_list(container, "volumeMounts", f"{field_base}.volumeMounts")
+    by_path = {
+        normalize_mount_path(m.get("mountPath", "")): m.get("name")
+        for m in mounts or ()
+        if isinstance(m, dict) and isinstance(m.get("mountPath"), str)
+    }
+    new_mounts: list[dict[str, Any]] = []
+    for skill in skills:
+        path = normalize_mount_path(skill.mountPath)
+        holder = by_path.get(path)
+        if holder is None:
+            new_mounts.append(mount_for(skill))
+            by_path[path] = skill.volume_name
+        elif holder != skill.volume_name:
+            raise SkillConflict(
+                f'{where}: skill "{skill.name}": mountPath {skill.mountPath} in container '
+                f'"{container.get("name")}" is already taken by volume "{holder}"'
+            )
+    result.operations += _append_all(f"{base}/volumeMounts", mounts, new_mounts)
+
+    # 3. SKILL_FOLDERS
+    paths = [s.mountPath for s in skills]
+    result.operations += _skill_folders_ops(container, base, field_base, paths, result.warnings)
+
+    # 4 + 5. annotations
+    result.operations += _annotation_ops(pod, runtime, str(container.get("name", "")), result.warnings)
+    return result
+
+
+def _skill_folders_ops(
+    container: dict[str, Any], base: str, field_base: str, paths: list[str], warnings: list[str]
+) -> list[Operation]:
+    env = _optional_list(container, "env", f"{field_base}.env")
+    if env is None:
+        return [{"op": "add", "path": f"{base}/env", "value": [_skill_folders_var(paths)]}]
+    # Kubernetes lets the last duplicate win, so that is the entry we read and extend.
+    position = next(
+        (i for i in range(len(env) - 1, -1, -1) if isinstance(env[i], dict) and env[i].get("name") == ENV_SKILL_FOLDERS),
+        None,
+    )
+    if position is None:
+        return [{"op": "add", "path": f"{base}/env/-", "value": _skill_folders_var(paths)}]
+    entry = env[position]
+    if entry.get("valueFrom") is not None:
+        warnings.append(
+            f'container "{container.get("name")}" sets {ENV_SKILL_FOLDERS} with valueFrom; left unchanged, '
+            f"so it may not list the skill folders {','.join(paths)}"
+        )
+        return []
+    current = entry.get("value")
+    current = current if isinstance(current, str) else ""
+    have = {p.strip() for p in current.split(",") if p.strip()}
+    missing = [p for p in paths if p not in have]
+    if not missing:
+        return []
+    merged = ",".join([p for p in (s.strip() for s in current.split(",")) if p] + missing)
+    return [{"op": "add", "path": f"{base}/env/{position}/value", "value": merged}]
+
+
+def _skill_folders_var(paths: list[str]) -> dict[str, Any]:
+    return {"name": ENV_SKILL_FOLDERS, "value": ",".join(paths)}
+
+
+def _annotation_ops(
+    pod: dict[str, Any], runtime: AgentRuntime, container: str, warnings: list[str]
+) -> list[Operation]:
+    metadata = pod.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise MalformedPod("metadata must be an object")
+    annotations = _optional_map(metadata or {}, "annotations", "metadata.annotations")
+    names = [s.name for s in runtime.spec.skills]
+    skills_value = json.dumps(_merge_names(annotations or {}, names, warnings), separators=(",", ":"))
+    injected_value = json.dumps(injected_record(runtime, container), separators=(",", ":"))
+    wanted = {ANNOTATION_SKILLS: skills_value, ANNOTATION_SKILLS_INJECTED: injected_value}
+    if metadata is None:
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": wanted}}]
+    if annotations is None:
+        return [{"op": "add", "path": "/metadata/annotations", "value": wanted}]
+    return [
+        {"op": "add", "path": f"/metadata/annotations/{escape_pointer(key)}", "value": value}
+        for key, value in wanted.items()
+        if annotations.get(key) != value
+    ]
+
+
+def _merge_names(annotations: dict[str, Any], names: list[str], warnings: list[str]) -> list[str]:
+    raw = annotations.get(ANNOTATION_SKILLS)
+    existing: list[str] = []
+    if raw is not None:
+        try:
+            parsed = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(n, str) for n in parsed):
+            existing = parsed
+        else:
+            warnings.append(f"annotation {ANNOTATION_SKILLS} was not a JSON array of names; replaced")
+    merged = list(dict.fromkeys(existing))
+    merged += [n for n in names if n not in merged]
+    return merged
+
+
+def _append_all(path: str, current: list[Any] | None, new: list[Any]) -> list[Operation]:
+    if not new:
+        return []
+    if current is None:
+        return [{"op": "add", "path": path, "value": new}]
+    return [{"op": "add", "path": f"{path}/-", "value": item} for item in new]
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind):
+        raise MalformedPod(f"{where} must be {'a list' if kind is list else 'an object'}")
+    return value
+
+
+def _optional_list(obj: dict[str, Any], key: str, where: str) -> list[Any] | None:
+    """The list at `key`, or None when absent (JSON null counts as absent: the array is added whole)."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise MalformedPod(f"{where} must be a list")
+    return value
+
+
+def _optional_map(obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MalformedPod(f"{where} must be an object")
+    return value
+
+
+def _image_reference(volume: dict[str, Any]) -> str | None:
+    image = volume.get("image")
+    return image.get("reference") if isinstance(image, dict) else None
+
+
+def _describe_source(volume: dict[str, Any]) -> str:
+    sources = [k for k in volume if k != "name"]
+    if "image" in sources:
+        return f"image {_image_reference(volume)}"
+    return ", ".join(sources) or "no source"

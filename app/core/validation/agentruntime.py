@@ -1,0 +1,253 @@
+"""Every rule of SPEC §5 for an AgentRuntime, all problems of an object in one answer.
+
+Types are checked by the shared pydantic model (app.core.model) piece by piece, so that one
+ill-typed field does not hide the problems of the others; the semantic rules then run on whatever
+is well-typed. Each problem is a FieldError rendered as the API server renders its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.core.admission import AdmissionDecision, AdmissionRequest
+from app.core.index import AgentRuntimeIndex
+from app.core.model import (
+    AGENTRUNTIME_KIND,
+    DEFAULT_AGENTRUNTIME_API,
+    RUNTIME_TYPES,
+    TARGET_KINDS,
+    ObjectMeta,
+    TargetRef,
+    WorkloadRef,
+    api_group,
+    is_agentruntime,
+)
+
+from . import fields as f
+from .fields import FieldPath
+from .findings import Findings, ValidationReport, short_value, type_name
+from .skills import check_skills
+
+# The API group each target kind lives in; a targetRef in another group can never match a pod.
+TARGET_KIND_GROUPS = {
+    "Deployment": "apps",
+    "StatefulSet": "apps",
+    "DaemonSet": "apps",
+    "ReplicaSet": "apps",
+    "Job": "batch",
+    "Pod": "",
+    "Sandbox": "agents.x-k8s.io",
+}
+
+# Schema order of the fields, so that problems are listed as the object reads (see field_order_key).
+FIELD_ORDER: dict[str, dict[str, int]] = {
+    "": {"apiVersion": 0, "kind": 1, "metadata": 2, "spec": 3},
+    "metadata": {"name": 0, "generateName": 1, "namespace": 2},
+    "spec": {"type": 0, "targetRef": 1, "skills": 2},
+    "targetRef": {"apiVersion": 0, "kind": 1, "name": 2},
+    "skills": {"name": 0, "image": 1, "mountPath": 2, "pullPolicy": 3},
+}
+
+_ROOT = FieldPath()
+_METADATA = FieldPath(("metadata",))
+_SPEC = FieldPath(("spec",))
+_TARGET_REF = _SPEC.child("targetRef")
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    registry_allow: tuple[str, ...] = ()
+    agentruntime_api: str = DEFAULT_AGENTRUNTIME_API
+
+
+DEFAULT_OPTIONS = ValidationOptions()
+
+
+def validate_agentruntime(
+    obj: Any,
+    *,
+    operation: str = "CREATE",
+    index: AgentRuntimeIndex | None = None,
+    options: ValidationOptions = DEFAULT_OPTIONS,
+    old_object: Any = None,
+) -> ValidationReport:
+    """All problems of one AgentRuntime (a raw, possibly garbage, object); never raises.
+
+    With an index, a CREATE that targets a workload another AgentRuntime of the namespace already
+    targets is an error. An UPDATE never counts the object itself; it is an error only when the
+    update moves targetRef onto a taken workload (`old_object` tells; without it every UPDATE is
+    treated as a move), and a warning when the pair predates it, so that such objects stay editable."""
+    return _check_object(obj, operation, index, options, old_object, namespace_hint="")
+
+
+def review_agentruntime(
+    request: AdmissionRequest, index: AgentRuntimeIndex, options: ValidationOptions
+) -> AdmissionDecision:
+    """The /validate decision: CREATE/UPDATE of an AgentRuntime is validated; anything else passes."""
+    if request.operation not in ("CREATE", "UPDATE") or request.sub_resource:
+        return AdmissionDecision()
+    if not _is_agentruntime_request(request, options):
+        return AdmissionDecision()
+    obj = request.object
+    if not isinstance(obj, dict):
+        return AdmissionDecision.deny(
+            400, "request.object must be an AgentRuntime object", reason="BadRequest", runtime=request.name or None
+        )
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    name = name if isinstance(name, str) and name else request.name
+    report = _check_object(obj, request.operation, index, options, request.old_object, request.namespace)
+    if report.allowed:
+        return AdmissionDecision(warnings=report.warnings, runtime=name or None)
+    # The API server's own wording for a rejected object.
+    message = f"{AGENTRUNTIME_KIND} {json.dumps(name)} is invalid: " + "; ".join(report.errors)
+    return AdmissionDecision.deny(422, message, reason="Invalid", warnings=report.warnings, runtime=name or None)
+
+
+def _is_agentruntime_request(request: AdmissionRequest, options: ValidationOptions) -> bool:
+    if request.kind:
+        return request.kind == AGENTRUNTIME_KIND and request.group == api_group(options.agentruntime_api)
+    # A hand-written review may leave request.kind out; the object then says what it is.
+    return is_agentruntime(request.object, options.agentruntime_api)
+
+
+def _check_object(
+    obj: Any,
+    operation: str,
+    index: AgentRuntimeIndex | None,
+    options: ValidationOptions,
+    old_object: Any,
+    namespace_hint: str,
+) -> ValidationReport:
+    findings = Findings()
+    if not isinstance(obj, dict):
+        findings.add(f.invalid(_ROOT, type_name(obj), "must be an object (an AgentRuntime)"))
+        return findings.report(FIELD_ORDER)
+    _check_type_meta(obj, options.agentruntime_api, findings)
+    name, namespace = _check_metadata(obj.get("metadata"), findings)
+    spec = obj.get("spec")
+    if spec is None:
+        findings.add(f.required(_SPEC))
+    elif not isinstance(spec, dict):
+        findings.add(f.invalid(_SPEC, type_name(spec), "must be an object"))
+    else:
+        runtime_type = spec.get("type")
+        if _check_string(_SPEC.child("type"), runtime_type, findings) and runtime_type not in RUNTIME_TYPES:
+            findings.add(f.not_supported(_SPEC.child("type"), runtime_type, RUNTIME_TYPES))
+        target = _check_target_ref(spec.get("targetRef"), findings)
+        if target is not None and index is not None:
+            _check_target_conflict(target, namespace or namespace_hint, name, operation, index, old_object, findings)
+        check_skills(spec.get("skills"), findings, options.registry_allow)
+    return findings.report(FIELD_ORDER)
+
+
+def _check_type_meta(obj: dict, wanted_api: str, findings: Findings) -> None:
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    path = _ROOT.child("apiVersion")
+    if _check_string(path, api_version, findings) and api_group(api_version) != api_group(wanted_api):
+        findings.add(f.not_supported(path, api_version, [wanted_api]))
+    path = _ROOT.child("kind")
+    if _check_string(path, kind, findings) and kind != AGENTRUNTIME_KIND:
+        findings.add(f.not_supported(path, kind, [AGENTRUNTIME_KIND]))
+
+
+def _check_metadata(raw: Any, findings: Findings) -> tuple[str, str]:
+    """(name, namespace), as far as they are usable."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        findings.add(f.invalid(_METADATA, type_name(raw), "must be an object"))
+        return "", ""
+    meta = findings.typed(ObjectMeta, raw, _METADATA)
+    if meta is None:
+        return _str_or_empty(raw.get("name")), _str_or_empty(raw.get("namespace"))
+    if not meta.name and not _str_or_empty(raw.get("generateName")):
+        findings.add(f.required(_METADATA.child("name"), "name or generateName is required"))
+    return meta.name, meta.namespace
+
+
+def _check_target_ref(raw: Any, findings: Findings) -> TargetRef | None:
+    """The targetRef when it is complete and valid (so it names a workload), else None."""
+    if raw is None:
+        findings.add(f.required(_TARGET_REF))
+        return None
+    if not isinstance(raw, dict):
+        findings.add(f.invalid(_TARGET_REF, type_name(raw), "must be an object"))
+        return None
+    ref = findings.typed(TargetRef, raw, _TARGET_REF)
+    values: dict[str, Any] = ref.model_dump(include={"apiVersion", "kind", "name"}) if ref is not None else raw
+    complete = ref is not None
+    for key in ("apiVersion", "kind", "name"):
+        value = values.get(key, "")
+        if not isinstance(value, str):
+            continue  # its type error is already reported
+        if not value:
+            findings.add(f.required(_TARGET_REF.child(key)))
+            complete = False
+        elif key == "kind" and value not in TARGET_KINDS:
+            findings.add(f.not_supported(_TARGET_REF.child("kind"), value, TARGET_KINDS))
+            complete = False
+    if ref is None or not complete:
+        return None
+    expected_group = TARGET_KIND_GROUPS[ref.kind]
+    if api_group(ref.apiVersion) != expected_group:
+        findings.warn(
+            _TARGET_REF.child("apiVersion"),
+            f"{json.dumps(ref.apiVersion)} is not in the API group of {ref.kind} "
+            f"({json.dumps(expected_group or 'core')}): this AgentRuntime will match no pod",
+        )
+    return ref
+
+
+def _check_target_conflict(
+    target: TargetRef,
+    namespace: str,
+    name: str,
+    operation: str,
+    index: AgentRuntimeIndex,
+    old_object: Any,
+    findings: Findings,
+) -> None:
+    # The object itself never counts: on UPDATE it is in the cache, and on CREATE a cached namesake
+    # is a deleted object whose deletion the cache has not seen yet.
+    others = [r.metadata.name for r in index.targeting(namespace, target.workload) if r.key != (namespace, name)]
+    if not others:
+        return
+    names = ", ".join(json.dumps(n) for n in others)
+    verb = "already targets" if len(others) == 1 else "already target"
+    plural = "" if len(others) == 1 else "s"
+    what = f"{AGENTRUNTIME_KIND}{plural} {names} {verb} {target.kind} {json.dumps(target.name)} in namespace {json.dumps(namespace)}"
+    if operation == "UPDATE" and _old_workload(old_object) == target.workload:
+        findings.warn(_TARGET_REF, f"{what}; pods of that workload get their skills from the oldest one only")
+    else:
+        findings.add(f.forbidden(_TARGET_REF, f"{what}; a workload takes its skills from one {AGENTRUNTIME_KIND}"))
+
+
+def _check_string(path: FieldPath, value: Any, findings: Findings) -> bool:
+    """Required and a string: True when there is a non-empty string to check further."""
+    if value is None or value == "":
+        findings.add(f.required(path))
+        return False
+    if not isinstance(value, str):
+        findings.add(f.invalid(path, short_value(value), "must be a string"))
+        return False
+    return True
+
+
+def _old_workload(old_object: Any) -> WorkloadRef | None:
+    spec = old_object.get("spec") if isinstance(old_object, dict) else None
+    raw = spec.get("targetRef") if isinstance(spec, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return TargetRef.model_validate(raw).workload
+    except ValidationError:
+        return None
+
+
+def _str_or_empty(value: Any) -> str:
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,89 @@
+"""Mount paths: normalisation and component-wise containment.
+
+Paths are compared as tuples of components, never as strings: "/devices" is not beneath "/dev", and
+"/a" does not contain "/ab". Normalisation only removes what cannot change the meaning of a path
+(repeated "/", "." components, a trailing "/"); ".." is refused before it, because resolving it
+lexically would disagree with the container's view when a component is a symlink.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterable, Mapping
+
+Components = tuple[str, ...]
+
+# Kernel and credential trees: an image mounted over them hides what the runtime put there.
+RESERVED_TREES: tuple[Components, ...] = (
+    ("proc",),
+    ("sys",),
+    ("dev",),
+    ("var", "run", "secrets"),
+    ("run", "secrets"),
+)
+# Mounting over these replaces the image's own system files, so the container would not start;
+# their subdirectories (/etc/skills, /var/lib/x) are fine.
+SYSTEM_DIRECTORIES: frozenset[Components] = frozenset(
+    (name,) for name in ("bin", "boot", "etc", "lib", "lib64", "run", "sbin", "usr", "var")
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def components(path: str) -> Components:
+    """The path's components without empty and "." ones: "/a//b/./c/" -> ("a", "b", "c")."""
+    return tuple(part for part in path.split("/") if part and part != ".")
+
+
+def normalise(path: str) -> str:
+    """"/a//b/./c/" -> "/a/b/c"; the root stays "/". For absolute paths without ".."."""
+    return "/" + "/".join(components(path))
+
+
+def is_within(path: Components, parent: Components) -> bool:
+    """True when `path` is `parent` or beneath it, comparing whole components."""
+    return path[: len(parent)] == parent
+
+
+def is_beneath(path: Components, parent: Components) -> bool:
+    """True when `path` is strictly beneath `parent`."""
+    return len(path) > len(parent) and path[: len(parent)] == parent
+
+
+@functools.lru_cache(maxsize=4096)
+def mount_path_problems(path: str) -> tuple[str, ...]:
+    """What is wrong with one mount path on its own (empty when nothing is). Cached: the same
+    paths come back on every UPDATE and dry run."""
+    problems: list[str] = []
+    if not path.startswith("/"):
+        problems.append("must be an absolute path")
+    if ".." in path.split("/"):
+        problems.append("must not contain '..'")
+    if problems:
+        return tuple(problems)
+    parts = components(path)
+    if not parts:
+        return ("must not be the root directory",)
+    if parts in SYSTEM_DIRECTORIES:
+        return (f"must not be the system directory {normalise(path)}",)
+    for tree in RESERVED_TREES:
+        if is_within(parts, tree):
+            return (f"must not be {normalise('/'.join(('', *tree)))} or beneath it",)
+    return ()
+
+
+def first_enclosing(path: Components, others: Mapping[Components, int]) -> int | None:
+    """The owner in `others` (normalised path -> owner) of the outermost path that strictly
+    contains `path`, or None; in O(depth), not O(number of paths)."""
+    for depth in range(len(path)):
+        owner = others.get(path[:depth])
+        if owner is not None:
+            return owner
+    return None
+
+
+def first_owners(paths: Iterable[tuple[int, Components]]) -> dict[Components, int]:
+    """Normalised path -> the first owner that uses it."""
+    owners: dict[Components, int] = {}
+    for owner, parts in paths:
+        owners.setdefault(parts, owner)
+    return owners
