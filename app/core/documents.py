@@ -22,7 +22,7 @@ import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent, CollectionStartEvent
-from yaml.nodes import Node
+from yaml.nodes import MappingNode, Node
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
@@ -201,9 +201,17 @@ class _JsonCompatibleConstructor(SafeConstructor):
             raise ConstructorError(None, None, str(exc), node.start_mark) from None
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[str, Any]:
-        # JSON keys are strings; sigs.k8s.io/yaml turns `1:`, `true:` and `null:` into "1", "true", "null".
-        mapping = super().construct_mapping(node, deep)
-        return {key if isinstance(key, str) else _key_text(key, node): value for key, value in mapping.items()}
+        # JSON keys are strings; sigs.k8s.io/yaml turns `1:`, `true:` and `null:` into "1", "true",
+        # "null". Converted before insertion: as Python keys, 1 and True would collide.
+        if not isinstance(node, MappingNode):
+            raise ConstructorError(None, None, f"expected a mapping node, but found {node.id}", node.start_mark)
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                key = _key_text(key, key_node)
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
 
 
 def _key_text(key: Any, node: Node) -> str:

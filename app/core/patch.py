@@ -152,13 +152,25 @@ def _skill_folders_ops(
         )
         return []
     current = entry.get("value")
-    current = current if isinstance(current, str) else ""
-    have = {p.strip() for p in current.split(",") if p.strip()}
-    missing = [p for p in paths if p not in have]
+    listed = _folder_entries(current if isinstance(current, str) else "")
+    # A mount path may itself hold a comma, so look for its entries as a consecutive run in the
+    # list, never as one entry: else it would be appended again on every reinvocation.
+    joined = f",{','.join(listed)},"
+    missing = [p for p in paths if not _is_listed(p, joined)]
     if not missing:
         return []
-    merged = ",".join([p for p in (s.strip() for s in current.split(",")) if p] + missing)
+    merged = ",".join(listed + missing)
     return [{"op": "add", "path": f"{base}/env/{position}/value", "value": merged}]
+
+
+def _folder_entries(value: str) -> list[str]:
+    """The entries of a comma-separated SKILL_FOLDERS value, as its readers split it."""
+    return [p for p in (s.strip() for s in value.split(",")) if p]
+
+
+def _is_listed(path: str, joined: str) -> bool:
+    entries = _folder_entries(path)
+    return not entries or f",{','.join(entries)}," in joined
 
 
 def _skill_folders_var(paths: list[str]) -> dict[str, Any]:

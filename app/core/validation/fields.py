@@ -2,7 +2,8 @@
 
 An error renders exactly like the API server's: `spec.skills[1].mountPath: Invalid value: "/proc/x":
 must not be /proc or beneath it`, so users who know `kubectl apply` errors read ours without a manual.
-Values are quoted with JSON quoting (Go's %q and JSON agree for everything users type).
+Values are quoted with JSON quoting (Go's %q and JSON agree for everything users type), ASCII-only,
+so that no input (a lone surrogate, a control character) can make a message unprintable.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 # A hostile object can carry a 3 MiB string; an error message must stay readable and bounded.
 MAX_RENDERED_VALUE = 256
+_PLAIN_FIELD_RE = re.compile(r"[A-Za-z0-9_$-]+")
 
 
 class FieldPath(tuple):
@@ -40,6 +43,10 @@ class FieldPath(tuple):
         for part in self:
             if isinstance(part, int):
                 out.append(f"[{part}]")
+            elif not _PLAIN_FIELD_RE.fullmatch(str(part)):
+                # A user-supplied key with dots, spaces or control characters must neither forge
+                # another path nor break the line.
+                out.append(f"[{json.dumps(str(part))}]")
             else:
                 out.append(f".{part}" if out else str(part))
         return "".join(out)
@@ -109,8 +116,8 @@ def quote_all(values: Iterable[str]) -> str:
 
 def _quote(text: str) -> str:
     if len(text) > MAX_RENDERED_VALUE:
-        return json.dumps(text[:MAX_RENDERED_VALUE], ensure_ascii=False) + "...(truncated)"
-    return json.dumps(text, ensure_ascii=False)
+        return json.dumps(text[:MAX_RENDERED_VALUE]) + "...(truncated)"
+    return json.dumps(text)
 
 
 def _int_text(value: int) -> str:
@@ -122,7 +129,7 @@ def _int_text(value: int) -> str:
 
 def _json_or_repr(value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+        return json.dumps(value, separators=(",", ":"), default=repr)
     except (ValueError, TypeError, RecursionError):
         # Circular structures and keys JSON cannot hold: the type is all that is worth printing.
         return f"<{type(value).__name__}>"

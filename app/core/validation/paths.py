@@ -13,6 +13,9 @@ from typing import Iterable, Mapping
 
 Components = tuple[str, ...]
 
+# Linux's PATH_MAX; the CRD's schema bounds the field the same way (its CEL rules need a bound).
+MAX_MOUNT_PATH_LENGTH = 4096
+
 # Kernel and credential trees: an image mounted over them hides what the runtime put there.
 RESERVED_TREES: tuple[Components, ...] = (
     ("proc",),
@@ -54,6 +57,8 @@ def mount_path_problems(path: str) -> tuple[str, ...]:
     """What is wrong with one mount path on its own (empty when nothing is). Cached: the same
     paths come back on every UPDATE and dry run."""
     problems: list[str] = []
+    if len(path) > MAX_MOUNT_PATH_LENGTH:
+        problems.append(f"must be no more than {MAX_MOUNT_PATH_LENGTH} characters")
     if not path.startswith("/"):
         problems.append("must be an absolute path")
     if ".." in path.split("/"):

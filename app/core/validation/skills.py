@@ -54,12 +54,13 @@ def check_skills(raw: Any, findings: Findings, registry_allow: tuple[str, ...]) 
             mount_path, pull_policy = values.get("mountPath"), values.get("pullPolicy")
         else:
             name, image, mount_path, pull_policy = skill.name, skill.image, skill.mountPath, skill.pullPolicy
-        if name is not None and _check_name(i, name, names, findings):
+        name_ok = name is not None and _check_name(i, name, names, findings)
+        if name_ok:
             names.add(name)
         if image is not None:
             reference = _check_image(i, image, pull_policy, registry_allow, findings)
             if reference is not None and not reference.pinned:
-                unpinned.append(name if name else f"#{i}")
+                unpinned.append(name if name_ok else f"spec.skills[{i}]")
         if mount_path is not None and _check_mount_path(i, mount_path, findings):
             mount_paths.append((i, paths.components(mount_path)))
         if pull_policy is not None and pull_policy not in PULL_POLICIES:

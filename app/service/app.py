@@ -1,0 +1,224 @@
+"""The FastAPI apps: the HTTPS webhook (/mutate, /validate) and the plain-HTTP health/metrics listener.
+
+Both admission endpoints share one envelope path (`_admission`): read the body under a size cap,
+decode, decide with a pure core function, log one line, count, respond. Nothing here may answer 500:
+a body we cannot read is a 400/413 with a JSON error, and an unexpected failure inside a decision is
+a denial with the reason logged, so the API server always gets a well-formed AdmissionReview.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.core.admission import (
+    AdmissionDecision,
+    AdmissionRequest,
+    BadAdmissionReview,
+    admission_response,
+    parse_admission_review,
+)
+from app.core.documents import DocumentError, load_documents
+from app.core.index import AgentRuntimeIndex
+from app.core.mutation import MutationOptions, review_pod
+from app.core.validation import ValidationOptions, review_agentruntime, validate_agentruntime
+
+from .logs import ADMISSION_LOGGER
+from .metrics import WebhookMetrics
+
+MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own limit on a request body
+JSON_TYPE = "application/json"
+
+log = logging.getLogger(ADMISSION_LOGGER)
+Decide = Callable[[AdmissionRequest], AdmissionDecision]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass
+class ServiceState:
+    """Everything the request handlers read; built once by `serve` (or a test)."""
+
+    index: AgentRuntimeIndex
+    mutation: MutationOptions = field(default_factory=MutationOptions)
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+    metrics: WebhookMetrics = field(default_factory=WebhookMetrics)
+    # Readiness also needs the serving certificate; None means "not served by us" (tests on ASGI).
+    certificate_loaded: Callable[[], bool] = lambda: True
+
+
+def create_app(state: ServiceState) -> FastAPI:
+    """The HTTPS webhook: POST /mutate and POST /validate."""
+    app = FastAPI(title="skill-webhook", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = state
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        return await _admission(request, state, "mutate", lambda r: review_pod(r, state.index, state.mutation))
+
+    @app.post("/validate")
+    async def validate(request: Request) -> Response:
+        body = await _read_body(request, state, "validate")
+        if isinstance(body, Response):
+            return body
+        try:
+            documents = load_documents(body, request.headers.get("content-type"))
+        except DocumentError as err:
+            return _bad_request(state, "validate", f"body is not valid JSON or YAML: {err}", err.as_dict())
+        if len(documents) == 1 and isinstance(documents[0], dict) and documents[0].get("kind") == "AdmissionReview":
+            return _answer_review(
+                documents[0], state, "validate", lambda r: review_agentruntime(r, state.index, state.validation),
+                started=time.perf_counter(),
+            )
+        return _dry_run_report(documents, state)
+
+    return app
+
+
+def create_health_app(state: ServiceState) -> FastAPI:
+    """The plain-HTTP listener: /healthz, /readyz, /metrics."""
+    app = FastAPI(title="skill-webhook health", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        synced, certificate = state.index.synced.is_set(), state.certificate_loaded()
+        body = {"ready": synced and certificate, "cacheSynced": synced, "certificateLoaded": certificate,
+                "agentRuntimes": len(state.index)}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        state.metrics.cache_synced.set(1 if state.index.synced.is_set() else 0)
+        state.metrics.agentruntimes_cached.set(len(state.index))
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _admission(request: Request, state: ServiceState, endpoint: str, decide: Decide) -> Response:
+    started = time.perf_counter()
+    body = await _read_body(request, state, endpoint)
+    if isinstance(body, Response):
+        return body
+    try:
+        review = json.loads(body)
+    except (ValueError, RecursionError) as err:
+        # RecursionError: pathologically nested JSON; refuse it like any other unparsable body.
+        detail = str(err) if isinstance(err, ValueError) else "nested too deeply"
+        return _bad_request(state, endpoint, f"body is not JSON: {detail}")
+    return _answer_review(review, state, endpoint, decide, started)
+
+
+def _answer_review(review: Any, state: ServiceState, endpoint: str, decide: Decide, started: float) -> Response:
+    try:
+        request = parse_admission_review(review)
+    except BadAdmissionReview as err:
+        return _bad_request(state, endpoint, f"not an admission.k8s.io/v1 AdmissionReview: {err}")
+    try:
+        decision = decide(request)
+    except Exception:  # a bug must not turn into a 500 and a half-applied pod: deny and say why
+        log.exception("decision failed", extra={"fields": {"uid": request.uid, "endpoint": endpoint}})
+        decision = AdmissionDecision.deny(500, "internal error in skill-webhook; see its logs", outcome="error")
+    if endpoint == "mutate":
+        if decision.outcome == "injected":
+            state.metrics.skills_injected.inc(len(decision.skills))
+        elif decision.outcome == "image-volumes-off":
+            state.metrics.image_volumes_unsupported.inc()
+    payload = json.dumps(admission_response(request.uid, decision), separators=(",", ":")).encode()
+    elapsed = time.perf_counter() - started
+    state.metrics.observe_admission(endpoint, decision.outcome, elapsed)
+    _log_admission(endpoint, request, decision, elapsed)
+    return Response(payload, media_type=JSON_TYPE)
+
+
+def _dry_run_report(documents: list[Any], state: ServiceState) -> Response:
+    """curl dry run with a bare AgentRuntime: a plain report, not an AdmissionReview."""
+    if not documents:
+        return _bad_request(state, "validate", "body holds no document")
+    reports = [validate_agentruntime(doc, operation="CREATE", index=state.index, options=state.validation)
+               for doc in documents]
+    if len(reports) == 1:
+        result = reports[0].as_dict()
+    else:  # several YAML documents: one report, each line prefixed by its document's position
+        result = {
+            "allowed": all(r.allowed for r in reports),
+            "errors": [f"[{i}] {e}" for i, r in enumerate(reports) for e in r.errors],
+            "warnings": [f"[{i}] {w}" for i, r in enumerate(reports) for w in r.warnings],
+        }
+    decision = "allowed" if result["allowed"] else "denied"
+    state.metrics.admissions.labels("validate-dry-run", decision).inc()
+    return JSONResponse(result)
+
+
+async def _read_body(request: Request, state: ServiceState, endpoint: str) -> bytes | Response:
+    """The body, or a 413 as soon as it is known to exceed the cap (never read whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            return _bad_request(state, endpoint, "Content-Length is not a number")
+        if int(declared) > MAX_BODY_BYTES:
+            return _too_large(state, endpoint)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return _too_large(state, endpoint)
+        chunks.append(chunk)
+    if not size:
+        return _bad_request(state, endpoint, "empty body: expected an AdmissionReview")
+    return b"".join(chunks)
+
+
+def _bad_request(state: ServiceState, endpoint: str, message: str, detail: dict | None = None) -> Response:
+    state.metrics.bad_requests.labels(endpoint, "400").inc()
+    body: dict[str, Any] = {"error": message, "code": 400}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=400)
+
+
+def _too_large(state: ServiceState, endpoint: str) -> Response:
+    state.metrics.bad_requests.labels(endpoint, "413").inc()
+    return JSONResponse(
+        {"error": f"body larger than {MAX_BODY_BYTES} bytes", "code": 413}, status_code=413,
+        headers={"Connection": "close"},
+    )
+
+
+def _log_admission(endpoint: str, request: AdmissionRequest, decision: AdmissionDecision, elapsed: float) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    obj = request.object if isinstance(request.object, dict) else {}
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    fields = {
+        "endpoint": endpoint,
+        "uid": request.uid,
+        "operation": request.operation,
+        "kind": request.kind,
+        "namespace": request.namespace,
+        "name": request.name or meta.get("name") or meta.get("generateName") or "",
+        "agentRuntime": decision.runtime,
+        "skills": decision.skills,
+        "decision": decision.outcome,
+        "allowed": decision.allowed,
+        "latencyMs": round(elapsed * 1000, 3),
+    }
+    if decision.message and not decision.allowed:
+        fields["reason"] = decision.message
+    if decision.warnings:
+        fields["warnings"] = decision.warnings
+    log.info("admission", extra={"fields": fields})

@@ -1,0 +1,73 @@
+"""`skill-webhook mutate`: offline preview of what /mutate would do to a pod."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jsonpatch
+import yaml
+
+from app.core.documents import DocumentError, load_documents
+from app.core.index import AgentRuntimeIndex
+from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
+from app.core.mutation import MutationOptions, mutate_pod
+from app.sources.files import FileSource
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "mutate",
+        help="preview what the mutating webhook would do to a Pod (offline)",
+        description="Reads a Pod (YAML/JSON, '-' for stdin) and AgentRuntimes (file or directory) and prints "
+        "the JSON patch /mutate would answer, or the patched Pod. Exit 1 with the reason on a denial.",
+    )
+    parser.add_argument("--pod", required=True, help="Pod manifest (YAML or JSON), '-' for stdin")
+    parser.add_argument("--runtimes", required=True, type=Path, help="AgentRuntime file or directory")
+    parser.add_argument("--output", choices=("patch", "pod"), default="patch", help="what to print (default: patch)")
+    parser.add_argument("--namespace", default="", help="namespace of the pod (default: its metadata.namespace)")
+    parser.add_argument("--sidecar-names", default=",".join(DEFAULT_SIDECAR_NAMES), help="never the agent container")
+    parser.add_argument("--image-volumes", choices=("on", "off"), default="on", help="as the cluster would decide")
+    parser.add_argument("--agentruntime-api", default=DEFAULT_AGENTRUNTIME_API, help="AgentRuntime group/version")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        text = sys.stdin.read() if args.pod == "-" else Path(args.pod).read_text(encoding="utf-8")
+        documents = load_documents(text)
+    except (OSError, UnicodeDecodeError, DocumentError) as err:
+        print(f"{args.pod}: {err}", file=sys.stderr)
+        return 1
+    pods = [d for d in documents if isinstance(d, dict) and d.get("kind", "Pod") == "Pod"]
+    if len(pods) != 1:
+        print(f"{args.pod}: expected exactly one Pod, found {len(pods)}", file=sys.stderr)
+        return 1
+    pod = pods[0]
+    if not args.runtimes.exists():
+        print(f"{args.runtimes}: no such file or directory", file=sys.stderr)
+        return 1
+    index = AgentRuntimeIndex()
+    FileSource(index, args.runtimes, agentruntime_api=args.agentruntime_api).reload()
+    index.synced.set()
+    options = MutationOptions(
+        frozenset(n.strip() for n in args.sidecar_names.split(",") if n.strip()),
+        image_volumes=args.image_volumes == "on",
+        image_volumes_reason="--image-volumes off",
+    )
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    decision = mutate_pod(pod, args.namespace or str(metadata.get("namespace") or "default"), index, options)
+    for warning in decision.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not decision.allowed:
+        print(f"denied ({decision.code}): {decision.message}", file=sys.stderr)
+        return 1
+    patch = decision.patch or []
+    if args.output == "patch":
+        print(json.dumps(patch, indent=2))
+    else:
+        patched = jsonpatch.apply_patch(pod, patch)
+        print(yaml.safe_dump(patched, sort_keys=False), end="")
+    return 0

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the webhook (SPEC §6), on a registry of our own so tests can build many apps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Admission latency sits in the millisecond range; buckets resolve the API server's 5 s timeout too.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass
+class WebhookMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.admissions = Counter(
+            "skill_webhook_admissions", "Admission reviews answered, by endpoint and decision",
+            ["endpoint", "decision"], registry=r,
+        )
+        self.latency = Histogram(
+            "skill_webhook_admission_duration_seconds", "Time to decide an admission review",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.skills_injected = Counter(
+            "skill_webhook_skills_injected", "Skills mounted into pods", registry=r
+        )
+        self.image_volumes_unsupported = Counter(
+            "skill_webhook_image_volumes_unsupported_pods",
+            "Pods whose skills were not injected because the cluster cannot run image volumes", registry=r,
+        )
+        self.cache_synced = Gauge(
+            "skill_webhook_cache_synced", "1 once the AgentRuntime cache has finished its first list", registry=r
+        )
+        self.agentruntimes_cached = Gauge(
+            "skill_webhook_agentruntimes_cached", "AgentRuntimes in the cache", registry=r
+        )
+        self.watch_restarts = Counter(
+            "skill_webhook_watch_restarts", "Restarts of the AgentRuntime watch, by reason", ["reason"], registry=r
+        )
+        self.certificate_expiry = Gauge(
+            "skill_webhook_certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate, as a Unix time", registry=r,
+        )
+        self.bad_requests = Counter(
+            "skill_webhook_bad_requests", "Bodies refused before a decision (400/413), by endpoint and code",
+            ["endpoint", "code"], registry=r,
+        )
+        # Pre-bound children: a labels() lookup per request is measurable on the hot path.
+        self._admission_children: dict[tuple[str, str], Counter] = {}
+        self._latency_children = {e: self.latency.labels(e) for e in ("mutate", "validate")}
+
+    def observe_admission(self, endpoint: str, decision: str, seconds: float) -> None:
+        child = self._admission_children.get((endpoint, decision))
+        if child is None:
+            child = self._admission_children.setdefault((endpoint, decision), self.admissions.labels(endpoint, decision))
+        child.inc()
+        latency = self._latency_children.get(endpoint)
+        (latency or self.latency.labels(endpoint)).observe(seconds)
