@@ -138,11 +138,15 @@ def pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
-def deployment_pod(deployment: str = "my-agent", template_hash: str = "5d8f7c9b6", **kwargs: Any) -> dict[str, Any]:
-    """A pod as a Deployment's ReplicaSet creates it."""
+def deployment_pod(
+    *containers: dict[str, Any], deployment: str = "my-agent", template_hash: str = "5d8f7c9b6", **kwargs: Any
+) -> dict[str, Any]:
+    """A pod as the ReplicaSet of Deployment `deployment` creates it."""
     labels = {"pod-template-hash": template_hash, **(kwargs.pop("labels", None) or {})}
     replica_set = f"{deployment}-{template_hash}"
-    return pod(generate_name=f"{replica_set}-", owners=[owner("ReplicaSet", replica_set)], labels=labels, **kwargs)
+    return pod(
+        *containers, generate_name=f"{replica_set}-", owners=[owner("ReplicaSet", replica_set)], labels=labels, **kwargs
+    )
 
 
 # -- Admission -------------------------------------------------------------------------------------

@@ -8,14 +8,15 @@ oldest of two AgentRuntimes winning with a warning; restarts counted in /metrics
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import jsonpatch
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
 from app.core.admission import decode_patch
 from app.service.app import create_app, create_health_app
@@ -38,6 +39,26 @@ current-context: standin
 SKILL = {"name": "resume-reviewer", "image": "ghcr.io/example/resume-reviewer:v1", "mountPath": "/skills/review"}
 
 
+class AsgiClient:
+    """Synchronous requests to an ASGI app through httpx, one short event loop per request."""
+
+    def __init__(self, app: Any) -> None:
+        self.transport = httpx.ASGITransport(app=app)
+
+    def request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        async def send() -> httpx.Response:
+            async with httpx.AsyncClient(transport=self.transport, base_url="http://webhook") as client:
+                return await client.request(method, path, **options)
+
+        return asyncio.run(send())
+
+    def get(self, path: str) -> httpx.Response:
+        return self.request("GET", path)
+
+    def post(self, path: str, **options: Any) -> httpx.Response:
+        return self.request("POST", path, **options)
+
+
 class Service:
     """The webhook exactly as `serve` builds it for `--source kube --kubeconfig FILE` (build_state), with
     its two apps on ASGI test clients instead of sockets."""
@@ -55,8 +76,8 @@ class Service:
         state, self.informer, _ = build_state(settings)
         assert isinstance(self.informer, KubeInformerSource)
         self.index, self.metrics = state.index, state.metrics
-        self.webhook = TestClient(create_app(state))
-        self.health = TestClient(create_health_app(state))
+        self.webhook = AsgiClient(create_app(state))
+        self.health = AsgiClient(create_health_app(state))
 
     def mutate(self) -> dict[str, Any]:
         pod = _sample_pod()
@@ -86,7 +107,7 @@ class Service:
 
     def metric(self, name: str, labels: str = "") -> float:
         for line in self.health.get("/metrics").text.splitlines():
-            if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
+            if line.startswith(f"{name}{labels} "):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
@@ -98,6 +119,7 @@ def _sample_pod() -> dict[str, Any]:
 @pytest.fixture
 def server() -> Iterator[StandInApiServer]:
     with running_standin() as standin:
+        standin.version = version_info("1", "35", "v1.35.0")  # image volumes on by default; see the version test
         yield standin
 
 

@@ -46,7 +46,7 @@ def mutate_pod(
     if labels.get(LABEL_SKILLS_INJECT) == "disabled":
         return AdmissionDecision(outcome="opted-out")
     if not index.synced.is_set():
-        return AdmissionDecision.deny(503, NOT_SYNCED_MESSAGE, reason="ServiceUnavailable", outcome="not-synced")
+        return _denied(503, NOT_SYNCED_MESSAGE, "ServiceUnavailable", "not-synced")
     if not namespace:
         namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else ""
     match = index.lookup(namespace, resolve_workload(pod))
@@ -89,13 +89,24 @@ def mutate_pod(
 
 
 def _deny_conflict(decision: AdmissionDecision, message: str) -> AdmissionDecision:
-    return AdmissionDecision.deny(
-        409, message, reason="Conflict", runtime=decision.runtime, warnings=decision.warnings, outcome="conflict"
-    )
+    return _denied(409, message, "Conflict", "conflict", decision)
 
 
 def _deny_malformed(decision: AdmissionDecision, message: str) -> AdmissionDecision:
-    return AdmissionDecision.deny(
-        400, f"pod cannot be patched: {message}", reason="BadRequest", runtime=decision.runtime,
-        warnings=decision.warnings, outcome="malformed",
+    return _denied(400, f"pod cannot be patched: {message}", "BadRequest", "malformed", decision)
+
+
+def _denied(
+    code: int, message: str, reason: str, outcome: str, so_far: AdmissionDecision | None = None
+) -> AdmissionDecision:
+    """A denial that keeps the AgentRuntime and warnings found so far. The outcome is set afterwards
+    because AdmissionDecision.deny fixes it to "denied" (passing it through would be a TypeError)."""
+    denied = AdmissionDecision.deny(
+        code,
+        message,
+        reason=reason,
+        runtime=so_far.runtime if so_far else None,
+        warnings=so_far.warnings if so_far else [],
     )
+    denied.outcome = outcome
+    return denied

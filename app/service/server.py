@@ -136,7 +136,7 @@ async def run_servers(settings: Settings, state: ServiceState, tls: ReloadingTLS
     common = dict(log_config=None, access_log=False, lifespan="off", server_header=False, date_header=False)
     webhook = _Server(uvicorn.Config(
         create_app(state), host=settings.host, port=settings.port, ssl_context_factory=tls.uvicorn_factory,
-        backlog=settings.workers_backlog, timeout_keep_alive=30, **common,
+        backlog=settings.backlog, timeout_keep_alive=30, **common,
     ))
     servers = [webhook]
     if settings.metrics_port:

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     agentruntime_api: str = Field(DEFAULT_AGENTRUNTIME_API, description="group/version of AgentRuntime to read")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="log format")
-    workers_backlog: int = Field(2048, ge=1, description="listen backlog of the HTTPS socket")
+    backlog: int = Field(2048, ge=1, description="listen backlog of the HTTPS socket")
 
     @field_validator("agentruntime_api")
     @classmethod

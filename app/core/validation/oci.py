@@ -47,8 +47,8 @@ class InvalidImageReference(ValueError):
 
 @dataclass(frozen=True)
 class ImageReference:
-    """A parsed reference, normalised as a node would pull it (registry lower-case, Docker Hub
-    spelled "docker.io", official images under "library/")."""
+    """A parsed reference, normalised as a node would pull it (Docker Hub spelled "docker.io",
+    its official images under "library/")."""
 
     registry: str
     repository: str
@@ -158,7 +158,8 @@ class RegistryPrefix:
     path: tuple[str, ...] = ()
 
     def allows(self, reference: ImageReference) -> bool:
-        if reference.registry != self.registry:
+        # Host names are case-insensitive (and a port is digits).
+        if reference.registry.lower() != self.registry:
             return False
         if not self.path:
             return True
@@ -189,7 +190,7 @@ def parse_registry_prefix(entry: str) -> RegistryPrefix:
             raise InvalidImageReference(
                 f"allow-list entry {entry!r}: {component!r} is not a valid lower-case path component"
             )
-    return RegistryPrefix(_normalise_registry(registry), components)
+    return RegistryPrefix(_normalise_registry(registry).lower(), components)
 
 
 def registry_allowed(reference: str | ImageReference, allow_list: Iterable[str]) -> bool:
@@ -219,10 +220,11 @@ def _allowed_by(reference: ImageReference, entries: tuple[str, ...]) -> bool:
 
 
 def _normalise_registry(registry: str | None) -> str:
+    """Docker Hub by one name. Other hosts keep their case so that the reference still reads the
+    same (a lower-cased "Registry/x" would be a Docker Hub path); comparisons ignore it."""
     if registry is None:
         return DOCKER_HUB
-    registry = registry.lower()  # host names are case-insensitive; the port is digits
-    return DOCKER_HUB if registry in _DOCKER_HUB_ALIASES else registry
+    return DOCKER_HUB if registry.lower() in _DOCKER_HUB_ALIASES else registry
 
 
 def _check_digest(digest: str) -> None:

@@ -1,0 +1,163 @@
+"""AgentRuntimeIndex: lookup by workload, the oldest of several wins, writes visible at once, and a
+lookup that costs the same with 10 or 10,000 AgentRuntimes cached (one dict read per workload)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.index import NO_MATCH, AgentRuntimeIndex
+from app.core.model import WorkloadRef
+from app.core.mutation import MutationOptions, mutate_pod
+from tests.builders import NAMESPACE, index_of, pod, runtime, runtime_object, skill
+
+DEPLOYMENT = WorkloadRef("apps", "Deployment", "my-agent")
+REPLICA_SET = WorkloadRef("apps", "ReplicaSet", "my-agent-h1")
+
+
+def test_lookup_finds_the_runtime_of_a_workload():
+    index = index_of(runtime("rt"))
+    found = index.lookup(NAMESPACE, [DEPLOYMENT])
+    assert found.runtime is not None and found.runtime.metadata.name == "rt"
+    assert found.shadowed == ()
+    assert found.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("namespace", "workloads"),
+    [
+        ("team-b", [DEPLOYMENT]),
+        (NAMESPACE, [WorkloadRef("apps", "StatefulSet", "my-agent")]),
+        (NAMESPACE, [WorkloadRef("example.com", "Deployment", "my-agent")]),
+        (NAMESPACE, [WorkloadRef("apps", "Deployment", "other")]),
+        (NAMESPACE, []),
+    ],
+    ids=["other-namespace", "other-kind", "other-group", "other-name", "no-workload"],
+)
+def test_lookup_misses(namespace, workloads):
+    assert index_of(runtime("rt")).lookup(namespace, workloads) is NO_MATCH
+
+
+def test_runtime_without_target_is_stored_but_never_matches():
+    obj = runtime_object("loose")
+    del obj["spec"]["targetRef"]
+    index = index_of(obj)
+    assert len(index) == 1 and index.get(NAMESPACE, "loose") is not None
+    assert index.lookup(NAMESPACE, [DEPLOYMENT]) is NO_MATCH
+
+
+@pytest.mark.parametrize(
+    "runtimes",
+    [
+        [("b-newer", "2026-02-01T00:00:00Z"), ("a-older", "2026-01-01T00:00:00Z")],
+        [("z-older", "2026-01-01T00:00:00Z"), ("a-newer", "2026-03-01T00:00:00Z")],
+        [("b-same-time", "2026-01-01T00:00:00Z"), ("a-same-time", "2026-01-01T00:00:00Z")],
+    ],
+    ids=["by-creation-time", "creation-time-before-name", "name-breaks-ties"],
+)
+def test_oldest_wins_with_a_warning_naming_both(runtimes):
+    index = index_of(*(runtime(name, created=created) for name, created in runtimes))
+    expected = sorted(runtimes, key=lambda r: (r[1], r[0]))
+    found = index.lookup(NAMESPACE, [DEPLOYMENT])
+    assert found.runtime.metadata.name == expected[0][0]
+    assert [r.metadata.name for r in found.shadowed] == [expected[1][0]]
+    [warning] = found.warnings
+    assert expected[0][0] in warning and expected[1][0] in warning
+
+
+def test_deployment_and_replicaset_targets_compete_by_age():
+    index = index_of(
+        runtime("by-replicaset", kind="ReplicaSet", target="my-agent-h1", created="2026-01-01T00:00:00Z"),
+        runtime("by-deployment", created="2026-01-02T00:00:00Z"),
+    )
+    found = index.lookup(NAMESPACE, [DEPLOYMENT, REPLICA_SET])
+    assert found.runtime.metadata.name == "by-replicaset"
+    assert [r.metadata.name for r in found.shadowed] == ["by-deployment"]
+
+
+def test_two_runtimes_reach_the_pod_as_a_warning():
+    index = index_of(
+        runtime_object("second", skills=[skill("b")], created="2026-01-02T00:00:00Z"),
+        runtime_object("first", skills=[skill("a")], created="2026-01-01T00:00:00Z"),
+    )
+    the_pod = pod(owners=[{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "my-agent-h1", "uid": "u",
+                           "controller": True}], labels={"pod-template-hash": "h1"})
+    decision = mutate_pod(the_pod, NAMESPACE, index, MutationOptions())
+    assert decision.runtime == "first"
+    assert decision.skills == ["a"]
+    assert any('"first"' in w and '"second"' in w for w in decision.warnings)
+
+
+def test_upsert_is_visible_at_once_and_replaces_the_old_target():
+    index = AgentRuntimeIndex()
+    index.upsert(runtime("rt"))
+    assert index.lookup(NAMESPACE, [DEPLOYMENT]).runtime.metadata.name == "rt"
+    index.upsert(runtime("rt", kind="StatefulSet", target="db"))
+    assert index.lookup(NAMESPACE, [DEPLOYMENT]) is NO_MATCH
+    assert index.lookup(NAMESPACE, [WorkloadRef("apps", "StatefulSet", "db")]).runtime.metadata.name == "rt"
+    assert len(index) == 1
+
+
+def test_upsert_of_new_skills_is_what_the_next_pod_gets():
+    index = index_of(runtime("rt", skills=[skill("a")]))
+    index.upsert(runtime("rt", skills=[skill("a"), skill("b")]))
+    assert [s.name for s in index.lookup(NAMESPACE, [DEPLOYMENT]).runtime.spec.skills] == ["a", "b"]
+
+
+def test_delete_is_visible_at_once_and_uncovers_the_next_oldest():
+    index = index_of(runtime("old", created="2026-01-01T00:00:00Z"), runtime("new", created="2026-01-02T00:00:00Z"))
+    removed = index.delete(NAMESPACE, "old")
+    assert removed is not None and removed.metadata.name == "old"
+    found = index.lookup(NAMESPACE, [DEPLOYMENT])
+    assert found.runtime.metadata.name == "new" and found.shadowed == ()
+    assert index.delete(NAMESPACE, "new") is not None
+    assert index.lookup(NAMESPACE, [DEPLOYMENT]) is NO_MATCH
+    assert index.delete(NAMESPACE, "new") is None
+    assert len(index) == 0
+
+
+def test_replace_all_swaps_the_whole_view():
+    index = index_of(runtime("gone"), runtime("kept", kind="StatefulSet", target="db"))
+    index.replace_all([runtime("kept", kind="Job", target="nightly", api_version="batch/v1"), runtime("fresh")])
+    assert index.get(NAMESPACE, "gone") is None
+    assert index.lookup(NAMESPACE, [WorkloadRef("apps", "StatefulSet", "db")]) is NO_MATCH
+    assert index.lookup(NAMESPACE, [WorkloadRef("batch", "Job", "nightly")]).runtime.metadata.name == "kept"
+    assert index.lookup(NAMESPACE, [DEPLOYMENT]).runtime.metadata.name == "fresh"
+    assert sorted(r.metadata.name for r in index.all()) == ["fresh", "kept"]
+
+
+def test_replace_all_keeps_the_oldest_first():
+    index = AgentRuntimeIndex()
+    index.replace_all([runtime("c", created="2026-03-01T00:00:00Z"), runtime("a", created="2026-01-01T00:00:00Z"),
+                       runtime("b", created="2026-02-01T00:00:00Z")])
+    assert [r.metadata.name for r in index.targeting(NAMESPACE, DEPLOYMENT)] == ["a", "b", "c"]
+
+
+def test_writes_do_not_touch_the_synced_flag():
+    index = AgentRuntimeIndex()
+    index.replace_all([runtime("rt")])
+    index.upsert(runtime("other"))
+    assert not index.synced.is_set()
+
+
+class _CountingTargets(dict):
+    """Stands in for the index's target map: counts reads and fails any walk over all entries."""
+
+    gets = 0
+
+    def get(self, key, default=None):
+        type(self).gets += 1
+        return super().get(key, default)
+
+    def _walk(self, *args, **kwargs):
+        raise AssertionError("lookup walked every AgentRuntime")
+
+    __iter__ = keys = values = items = _walk
+
+
+def test_lookup_reads_one_entry_per_workload_whatever_the_size():
+    index = index_of(*(runtime(f"rt-{i}", target=f"agent-{i}") for i in range(10_000)))
+    _CountingTargets.gets = 0
+    index._by_target = _CountingTargets(index._by_target)
+    found = index.lookup(NAMESPACE, [WorkloadRef("apps", "Deployment", "agent-4242"), REPLICA_SET])
+    assert found.runtime.metadata.name == "rt-4242"
+    assert _CountingTargets.gets == 2
