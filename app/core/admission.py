@@ -50,7 +50,8 @@ class AdmissionDecision:
 
     @classmethod
     def deny(cls, code: int, message: str, *, reason: str | None = None, **extra: Any) -> "AdmissionDecision":
-        return cls(allowed=False, code=code, message=message, reason=reason, outcome="denied", **extra)
+        extra.setdefault("outcome", "denied")
+        return cls(allowed=False, code=code, message=message, reason=reason, **extra)
 
 
 def parse_admission_review(body: Any) -> AdmissionRequest:

@@ -1,0 +1,111 @@
+"""Golden cases as data: tests/cases/*.yaml, each an input pod, the AgentRuntimes cached, and either the
+whole pod expected after the patch or the expected denial.
+
+Each case goes through the whole envelope (AdmissionReview in, AdmissionReview response out), the
+returned patch is applied with jsonpatch and the result compared with the expected pod as a whole,
+then the mutation runs again on the result (the API server's reinvocation) and must return no patch.
+
+Case keys: description, pod, runtimes, optional namespace (default team-a), optional options
+(sidecars: [...], imageVolumes: bool, synced: bool), then either expected (a whole Pod; a YAML alias of
+`pod` says "unchanged") or denied ({code, messageContains: [...]}), and optional warningsContain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+import yaml
+
+from app.core.mutation import MutationOptions
+from tests.builders import (
+    NAMESPACE,
+    apply_and_recheck,
+    assert_valid_pod_public_api,
+    index_of,
+    response_patch,
+    review,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES_DIR = Path(__file__).resolve().parent / "cases"
+CASE_FILES = sorted(CASES_DIR.glob("*.yaml"))
+CASE_KEYS = {"description", "pod", "runtimes", "namespace", "options", "expected", "denied", "warningsContain"}
+OPTION_KEYS = {"sidecars", "imageVolumes", "synced"}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    case = yaml.safe_load(path.read_text())
+    assert isinstance(case, dict), f"{path.name}: a case is a map"
+    assert set(case) <= CASE_KEYS, f"{path.name}: unknown keys {sorted(set(case) - CASE_KEYS)}"
+    assert {"description", "pod", "runtimes"} <= set(case), f"{path.name}: description, pod, runtimes required"
+    assert ("expected" in case) != ("denied" in case), f"{path.name}: exactly one of expected / denied"
+    assert set(case.get("options") or {}) <= OPTION_KEYS, f"{path.name}: unknown options"
+    return case
+
+
+def _options(case: dict[str, Any]) -> MutationOptions:
+    options = case.get("options") or {}
+    kwargs: dict[str, Any] = {}
+    if "sidecars" in options:
+        kwargs["sidecar_names"] = frozenset(options["sidecars"])
+    if "imageVolumes" in options:
+        kwargs["image_volumes"] = bool(options["imageVolumes"])
+        kwargs["image_volumes_reason"] = "--image-volumes off"
+    return MutationOptions(**kwargs)
+
+
+def _as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+@pytest.mark.parametrize("path", CASE_FILES, ids=[p.stem for p in CASE_FILES])
+def test_golden_case(path):
+    case = _load(path)
+    namespace = case.get("namespace", NAMESPACE)
+    options = _options(case)
+    index = index_of(*case["runtimes"], synced=(case.get("options") or {}).get("synced", True))
+
+    decision, response = review(case["pod"], index, options, namespace=namespace)
+
+    for part in _as_list(case.get("warningsContain")):
+        assert any(part in w for w in response["response"].get("warnings", [])), (
+            f"no warning contains {part!r}: {decision.warnings}"
+        )
+    if not case.get("warningsContain"):
+        assert decision.warnings == [], f"unexpected warnings: {decision.warnings}"
+
+    if "denied" in case:
+        denied = case["denied"]
+        assert response["response"]["allowed"] is False
+        assert "patch" not in response["response"]
+        assert response["response"]["status"]["code"] == denied["code"]
+        for part in _as_list(denied.get("messageContains")):
+            assert part in response["response"]["status"]["message"]
+        return
+
+    assert response["response"]["allowed"] is True
+    assert response_patch(response) == (decision.patch or [])
+    patched = apply_and_recheck(case["pod"], decision, index, options, namespace)
+    assert patched == case["expected"], _difference(patched, case["expected"])
+    assert_valid_pod_public_api(case["expected"])
+
+
+def _difference(actual: dict[str, Any], expected: dict[str, Any]) -> str:
+    """The JSON patch that would turn the actual pod into the expected one: a readable diff."""
+    return "actual -> expected: " + jsonpatch.make_patch(actual, expected).to_string()
+
+
+def test_there_are_enough_cases_and_both_outcomes():
+    cases = [_load(p) for p in CASE_FILES]
+    assert len(cases) >= 12
+    assert any("denied" in c for c in cases) and any(c.get("expected") != c["pod"] for c in cases if "expected" in c)
+
+
+def test_the_sample_case_is_the_shipped_sample():
+    """Case 01 is manifests/samples/ itself, so the README's curl and this test show the same thing."""
+    case = _load(CASES_DIR / "01-sample-deployment-pod.yaml")
+    samples = ROOT / "manifests" / "samples"
+    assert case["pod"] == yaml.safe_load((samples / "pod.yaml").read_text())
+    assert case["runtimes"] == [d for d in yaml.safe_load_all((samples / "agentruntimes.yaml").read_text()) if d]
