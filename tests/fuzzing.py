@@ -1,13 +1,10 @@
 """Fuzzing harness for /mutate and /validate (SPEC §6, §10), shared by tests/test_fuzz.py and scripts/fuzz.
 
-Inputs come from one seeded `random.Random`, so any failure is reproduced by (seed, position). They
-are generated AdmissionReviews, Pods and AgentRuntimes aimed at the index below (so that the deep
-paths run: matches, conflicts, shadowed runtimes, existing volumes and env), mutations of those and
-of the samples (type swaps, deletions, byte flips, truncation), raw bytes, hostile YAML and JSON,
-broken envelopes and bodies over the 3 MiB cap, sent whole or chunked.
+Inputs come from tests/fuzz_inputs.py, drawn from one seeded `random.Random`, so any failure is
+reproduced by (seed, position). They go through the real ASGI app, whole or chunked.
 
 Each answer is judged against an independent reading of the input (`json.loads`, PyYAML's
-BaseLoader), never against the parser under test: a well-formed AdmissionReview with the request's
+CBaseLoader), never against the app's own parsing: a well-formed AdmissionReview with the request's
 uid (and, when it carries a patch, a patch that applies to request.object and leaves nothing to do
 on reinvocation), a dry-run report, or a 400/413 JSON error, and 413 exactly when the body is over
 the cap. A 5xx, an exception out of the app, an AdmissionReview denial with code 500 (a bug caught
@@ -21,28 +18,30 @@ import base64
 import binascii
 import copy
 import json
+import logging
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+import httpx
 import jsonpatch
 import yaml
 
 from app.core.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
 from app.service.app import ServiceState, create_app
+from app.service.logs import ADMISSION_LOGGER
+from tests.fuzz_inputs import FUZZ_RUNTIMES, MAX_BODY, SAMPLES, FuzzInput, generate_inputs
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "manifests" / "samples"
-MAX_BODY = 3 * 1024 * 1024  # SPEC §6: over this, 413
 FUZZ_INPUTS_ENV = "SKILL_WEBHOOK_FUZZ_INPUTS"
 FUZZ_SEED_ENV = "SKILL_WEBHOOK_FUZZ_SEED"
 DEFAULT_SEED = 20260101
 # Far above any honest answer (a 3 MiB body takes tens of ms); catches pathological parsing.
 SLOW_SECONDS = 2.0
+# libyaml's scanner, as the app uses: the pure-Python one refuses tabs that YAML allows in plain scalars.
+_BASE_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 REVIEW_RESPONSE_KEYS = {"uid", "allowed", "patchType", "patch", "status", "warnings"}
 
 
@@ -123,6 +122,31 @@ class AsgiClient:
         return sent["status"], sent["headers"], b"".join(sent["body"])
 
 
+class HttpxAppClient:
+    """Synchronous httpx over `httpx.ASGITransport`, for tests: one event loop for all requests."""
+
+    def __init__(self, app: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://skill-webhook.test")
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.loop.run_until_complete(self.client.request(method, url, **kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
+
+
+def answer_of(response: httpx.Response, seconds: float = 0.0) -> Answer:
+    return Answer(response.status_code, response.content, response.headers.get("content-type", ""), seconds)
+
+
 # -- judging an answer -------------------------------------------------------------------------------
 
 
@@ -149,7 +173,7 @@ def check_answer(inp: FuzzInput, answer: Answer, reinvoke: Callable[[dict], Answ
             raise Violation(f"error body {body!r:.300}")
         if not set(body) <= {"error", "code", "detail"}:
             raise Violation(f"unexpected keys in error body {sorted(body)}")
-        if inp.endpoint == "/mutate" and _valid_envelope(_json_or_none(inp.body)):
+        if answer.status == 400 and inp.endpoint == "/mutate" and _valid_envelope(_json_or_none(inp.body)):
             raise Violation(f"a valid AdmissionReview was refused: {body['error']}")
         return f"error/{answer.status}"
     if answer.status != 200:
@@ -244,7 +268,7 @@ def _sent_review(inp: FuzzInput) -> Any:
     if value is not None or inp.endpoint == "/mutate":
         return value
     try:
-        documents = [d for d in yaml.load_all(inp.body.decode("utf-8"), Loader=yaml.BaseLoader) if d is not None]
+        documents = [d for d in yaml.load_all(inp.body.decode("utf-8"), Loader=_BASE_LOADER) if d is not None]
     except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return None
     return documents[0] if len(documents) == 1 else None
@@ -303,6 +327,9 @@ def run_fuzz(
     client = AsgiClient(create_app(fuzz_state()))
     report = FuzzReport(seed=seed)
     started = time.perf_counter()
+    # A decision that raises is logged with its traceback by the app, and reported here anyway.
+    admission_log = logging.getLogger(ADMISSION_LOGGER)
+    was_disabled, admission_log.disabled = admission_log.disabled, True
     try:
         for position, inp in enumerate(generate_inputs(random.Random(seed), count)):
             report.count += 1
@@ -320,6 +347,7 @@ def run_fuzz(
             if progress is not None and report.count % 10_000 == 0:
                 progress(report.count)
     finally:
+        admission_log.disabled = was_disabled
         client.close()
         report.elapsed = time.perf_counter() - started
     return report

@@ -325,20 +325,13 @@ JSON_JUNK = st.recursive(
 )
 
 
-def _breakable_spots(pod: dict[str, Any]) -> list[tuple[Any, Any]]:
-    """(parent, key) pairs whose value the webhook reads."""
-    spots: list[tuple[Any, Any]] = [(pod, "metadata"), (pod, "spec"), (pod["metadata"], "annotations"),
-                                    (pod["metadata"], "labels"), (pod["metadata"], "ownerReferences"),
-                                    (pod["spec"], "volumes"), (pod["spec"], "containers")]
-    for c in pod["spec"]["containers"]:
-        spots += [(c, "name"), (c, "env"), (c, "volumeMounts")]
-        for key in ("env", "volumeMounts"):
-            for i in range(len(c.get(key) or [])):
-                spots.append((c[key], i))
-    for i in range(len(pod["spec"].get("volumes") or [])):
-        spots += [(pod["spec"]["volumes"], i)]
-    for key in list(pod["metadata"].get("annotations") or {}):
-        spots.append((pod["metadata"]["annotations"], key))
+def _breakable_spots(node: Any) -> list[tuple[Any, Any]]:
+    """Every (parent, key) in the pod tree, whatever it has become."""
+    spots: list[tuple[Any, Any]] = []
+    keys = list(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+    for key in keys:
+        spots.append((node, key))
+        spots += _breakable_spots(node[key])
     return spots
 
 

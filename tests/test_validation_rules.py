@@ -390,4 +390,5 @@ def test_validation_never_raises(obj: Any, operation: str) -> None:
     # Every message must survive the trip to a JSON response body.
     json.dumps(report.as_dict(), ensure_ascii=False).encode("utf-8")
     if report.allowed:
-        AgentRuntime.from_object(obj)  # valid means the shared model takes it as it is
+        # Valid means the shared model, which mutation reads, takes it as is.
+        AgentRuntime.from_object(obj)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_AGENTRUNTIME_API = "agent.kagenti.dev/v1alpha1"
 AGENTRUNTIME_KIND = "AgentRuntime"
@@ -98,6 +98,12 @@ class AgentRuntimeSpec(BaseModel):
     type: str | None = None
     targetRef: TargetRef | None = None
     skills: list[Skill] = Field(default_factory=list)
+
+    @field_validator("skills", mode="before")
+    @classmethod
+    def _null_is_no_skills(cls, value: Any) -> Any:
+        # `skills:` with nothing after it is null in YAML; Kubernetes reads a null list as absent.
+        return [] if value is None else value
 
 
 class ObjectMeta(BaseModel):

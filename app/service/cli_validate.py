@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=os.environ.get("SKILL_WEBHOOK_AGENTRUNTIME_API", DEFAULT_AGENTRUNTIME_API),
         help="group/version of AgentRuntime (env SKILL_WEBHOOK_AGENTRUNTIME_API; default %(default)s)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(handler=run)
     return parser
 
 

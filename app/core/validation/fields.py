@@ -26,10 +26,6 @@ class FieldPath(tuple):
 
     __slots__ = ()
 
-    @classmethod
-    def root(cls, *parts: str | int) -> "FieldPath":
-        return cls(parts)
-
     def child(self, *names: str) -> "FieldPath":
         return FieldPath((*self, *names))
 

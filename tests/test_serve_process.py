@@ -1,0 +1,317 @@
+"""The real `skill-webhook` process: `serve` over HTTPS and plain HTTP, hostile clients, startup
+errors, shutdown, and the offline `mutate` command (SPEC §6, §8, §10).
+
+Every process is started with `sys.executable -m app.service.cli` (the console script's module), on
+ports picked free on 127.0.0.1, with certificates made in tmp_path and SKILL_WEBHOOK_* variables of
+the caller's environment removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import jsonpatch
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "manifests" / "samples"
+SAMPLE_REVIEW_BYTES = (SAMPLES / "admission-review.json").read_bytes()
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SKILL_WEBHOOK_")}
+
+
+def run_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.service.cli", *args], cwd=ROOT, env=cli_env(), capture_output=True,
+        text=True, timeout=timeout, input=input,
+    )
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen
+    port: int
+    metrics_port: int
+    ca: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def verified_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+@contextmanager
+def serving(tmp_path: Path, *extra: str) -> Iterator[Served]:
+    """`skill-webhook serve` with the file source and self-made certificates, ready; stopped with
+    SIGTERM (and killed only if that fails, so a hang shows as a test failure elsewhere)."""
+    port, metrics_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.service.cli", "serve", "--source", "file", "--runtimes", str(SAMPLES),
+             "--certs-dir", str(tmp_path / "certs"), "--host", "127.0.0.1", "--port", str(port),
+             "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port), *extra],
+            cwd=ROOT, env=cli_env(), stdout=out, stderr=subprocess.STDOUT,
+        )
+    served = Served(process, port, metrics_port, tmp_path / "certs" / "ca.crt", log)
+    try:
+        wait_ready(served)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_ready(served: Served) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if served.process.poll() is not None:
+            raise AssertionError(f"serve exited with {served.process.returncode}:\n{served.log.read_text()}")
+        try:
+            if httpx.get(served.metrics_url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"serve not ready within {START_TIMEOUT} s:\n{served.log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("serve")) as served:
+        yield served
+
+
+# -- serving -----------------------------------------------------------------------------------------
+
+
+def test_mutate_over_https_verified_with_the_generated_ca(served):
+    with httpx.Client(verify=served.verified_context(), timeout=10) as client:
+        response = client.post(served.url + "/mutate", content=SAMPLE_REVIEW_BYTES,
+                               headers={"content-type": "application/json"})
+    assert response.status_code == 200 and response.http_version == "HTTP/1.1"
+    body = response.json()["response"]
+    assert body["uid"] == json.loads(SAMPLE_REVIEW_BYTES)["request"]["uid"] and body["allowed"] is True
+    pod = json.loads(SAMPLE_REVIEW_BYTES)["request"]["object"]
+    patched = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(body["patch"])))
+    assert [v["name"] for v in patched["spec"]["volumes"]] == ["skill-resume-reviewer", "skill-blog-writer"]
+    assert "volumeMounts" not in patched["spec"]["containers"][0]
+
+
+def test_readyz_and_metrics_on_the_plain_http_port(served):
+    with httpx.Client(verify=served.verified_context(), timeout=10) as client:
+        client.post(served.url + "/mutate", content=SAMPLE_REVIEW_BYTES)
+    ready = httpx.get(served.metrics_url + "/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["agentRuntimes"] == 2
+    assert httpx.get(served.metrics_url + "/healthz", timeout=5).status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(served.metrics_url + "/metrics").text)}
+    injected = [s for s in families["skill_webhook_admissions"].samples
+                if s.labels == {"endpoint": "mutate", "decision": "injected"} and s.name.endswith("_total")]
+    assert injected and injected[0].value >= 1
+    expiry = families["skill_webhook_certificate_expiry_timestamp_seconds"].samples[0].value
+    assert expiry > time.time() + 86400  # the self-made certificate is valid for long
+    assert families["skill_webhook_cache_synced"].samples[0].value == 1
+
+
+def test_the_webhook_port_speaks_only_tls(served):
+    with pytest.raises(httpx.TransportError):
+        httpx.post(f"http://127.0.0.1:{served.port}/mutate", content=SAMPLE_REVIEW_BYTES, timeout=5)
+
+
+def test_declared_4_mib_body_gets_413_without_the_server_waiting_for_it(served):
+    """Headers promise 4 MiB, 10 bytes follow: the answer must come at once, and the connection close."""
+    with closing(socket.create_connection(("127.0.0.1", served.port), timeout=10)) as raw:
+        conn = served.verified_context().wrap_socket(raw, server_hostname="localhost")
+        started = time.monotonic()
+        conn.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 4194304\r\n\r\n{\"apiVers")
+        conn.settimeout(5)
+        received = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:  # the server closed the connection instead of waiting for the body
+                break
+            received += chunk
+        elapsed = time.monotonic() - started
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), received[:300]
+    assert json.loads(body) == {"error": "body larger than 3145728 bytes", "code": 413}
+    assert elapsed < 2.0
+
+
+def tls_client(version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A client that offers exactly `version`; SECLEVEL=0 so that OpenSSL's own policy cannot be what
+    refuses an old version (the control test below shows this client does speak it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.minimum_version = context.maximum_version = version
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
+
+
+def handshake(context: ssl.SSLContext, port: int) -> str:
+    with closing(socket.create_connection(("127.0.0.1", port), timeout=10)) as raw:
+        with context.wrap_socket(raw) as conn:
+            return conn.version()
+
+
+@pytest.mark.parametrize("old", ["TLSv1", "TLSv1_1"])
+def test_tls_below_1_2_is_refused(served, old):
+    with pytest.raises(ssl.SSLError):
+        handshake(tls_client(getattr(ssl.TLSVersion, old)), served.port)
+    assert handshake(tls_client(ssl.TLSVersion.TLSv1_2), served.port) == "TLSv1.2"
+    assert handshake(tls_client(ssl.TLSVersion.TLSv1_3), served.port) == "TLSv1.3"
+
+
+@pytest.mark.parametrize("old", ["TLSv1", "TLSv1_1"])
+def test_control_the_old_tls_client_does_speak_its_version(served, old):
+    """Against a permissive server with the same certificate the client above completes an old
+    handshake, so the refusal in the test above is the webhook's doing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1
+    server.set_ciphers("DEFAULT:@SECLEVEL=0")
+    certs = served.ca.parent
+    server.load_cert_chain(certs / "tls.crt", certs / "tls.key")
+    with closing(socket.create_server(("127.0.0.1", 0))) as listener:
+        listener.settimeout(10)
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            with closing(conn):
+                try:
+                    server.wrap_socket(conn, server_side=True).close()
+                except (ssl.SSLError, OSError):
+                    pass
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        expected = {"TLSv1": "TLSv1", "TLSv1_1": "TLSv1.1"}[old]
+        assert handshake(tls_client(getattr(ssl.TLSVersion, old)), listener.getsockname()[1]) == expected
+        thread.join(timeout=10)
+
+
+def test_sigterm_stops_the_process_cleanly(tmp_path):
+    with serving(tmp_path) as served:
+        with httpx.Client(verify=served.verified_context(), timeout=10) as client:
+            assert client.post(served.url + "/mutate", content=SAMPLE_REVIEW_BYTES).status_code == 200
+        started = time.monotonic()
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 10
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
+    assert "Traceback" not in served.log.read_text()
+
+
+# -- startup errors ------------------------------------------------------------------------------------
+
+
+def unreachable_kubeconfig(path: Path) -> Path:
+    """A well-formed kubeconfig for an API server on a closed loopback port: building the client works,
+    and nothing may need to reach it before the TLS check fails."""
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "test", "user": {"token": "not-a-token"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_kube_source_without_tls_files_is_a_clear_startup_error(tmp_path):
+    kubeconfig = unreachable_kubeconfig(tmp_path / "kubeconfig")
+    certs = tmp_path / "certs"
+    for source in (["--source", "kube"], []):  # `auto` with a kubeconfig means the informer too
+        result = run_cli("serve", *source, "--kubeconfig", str(kubeconfig), "--certs-dir", str(certs),
+                         "--port", str(free_port()), "--metrics-port", str(free_port()), "--host", "127.0.0.1")
+        assert result.returncode == 1, result.stderr
+        assert "--tls-cert-file and --tls-key-file are required with the Kubernetes source" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not certs.exists()  # never a silent self-signed certificate in a cluster
+
+
+def test_kube_source_with_a_missing_kubeconfig_is_a_clear_startup_error(tmp_path):
+    result = run_cli("serve", "--source", "kube", "--kubeconfig", str(tmp_path / "missing"),
+                     "--port", str(free_port()), "--metrics-port", str(free_port()))
+    assert result.returncode == 1
+    assert "cannot build a Kubernetes client" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- offline mutate ------------------------------------------------------------------------------------
+
+
+def test_offline_mutate_prints_the_patch_and_the_patched_pod():
+    pod_file = SAMPLES / "pod.yaml"
+    as_patch = run_cli("mutate", "--pod", str(pod_file), "--runtimes", str(SAMPLES), "--output", "patch")
+    assert as_patch.returncode == 0, as_patch.stderr
+    pod = yaml.safe_load(pod_file.read_text())
+    expected = jsonpatch.apply_patch(pod, json.loads(as_patch.stdout))
+    as_pod = run_cli("mutate", "--pod", str(pod_file), "--runtimes", str(SAMPLES), "--output", "pod")
+    assert as_pod.returncode == 0, as_pod.stderr
+    assert yaml.safe_load(as_pod.stdout) == expected
+    assert [m["name"] for m in expected["spec"]["containers"][1]["volumeMounts"]] == [
+        "skill-resume-reviewer", "skill-blog-writer"]
+    # The same patch the webhook answers for the same pod.
+    review = json.loads(SAMPLE_REVIEW_BYTES)
+    assert expected["spec"]["volumes"] == jsonpatch.apply_patch(
+        review["request"]["object"], json.loads(as_patch.stdout))["spec"]["volumes"]
+
+
+def test_offline_mutate_denial_exits_1_with_the_reason(tmp_path):
+    pod = yaml.safe_load((SAMPLES / "pod.yaml").read_text())
+    pod["spec"]["volumes"] = [{"name": "skill-resume-reviewer", "emptyDir": {}}]
+    pod_file = tmp_path / "pod.yaml"
+    pod_file.write_text(yaml.safe_dump(pod))
+    result = run_cli("mutate", "--pod", str(pod_file), "--runtimes", str(SAMPLES))
+    assert result.returncode == 1 and result.stdout == ""
+    assert "denied (409)" in result.stderr
+    assert "resume-agent-runtime" in result.stderr and "skill-resume-reviewer" in result.stderr
+
+
+def test_offline_mutate_reads_the_pod_from_stdin():
+    result = run_cli("mutate", "--pod", "-", "--runtimes", str(SAMPLES), input=(SAMPLES / "pod.yaml").read_text())
+    assert result.returncode == 0 and json.loads(result.stdout)
