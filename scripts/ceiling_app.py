@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import ssl
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request

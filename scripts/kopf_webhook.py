@@ -64,7 +64,7 @@ DISCOVERY: dict[str, Any] = {
 class _DiscoveryHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = DISCOVERY.get(self.path.split("?", 1)[0].rstrip("/") or "/")
         code = 200 if body is not None else 404
         data = json.dumps(body if body is not None else {"kind": "Status", "code": 404}).encode()
@@ -74,7 +74,7 @@ class _DiscoveryHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         return None
 
 

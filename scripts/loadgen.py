@@ -11,14 +11,21 @@
 Each run also reports the CPU the generator used (from the kernel's accounting of the finished
 child), so the table can show that the generator had headroom while the server was saturated.
 Both tools skip certificate verification; the benchmark checks the servers' answers itself.
+
+`busy_cores` tells how loaded the shared machine is before a run; `profiled` samples a server with
+py-spy during a run (scripts/bench --profile) and names the app/ functions that take the time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import resource
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,3 +150,54 @@ def parse_hey(output: str, cpu_seconds: float = 0.0) -> LoadResult:
         errors += sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s", failures, re.MULTILINE))
     return LoadResult("hey", ok + errors, seconds, float(rate.group(1)), errors, percentiles,
                       cpu_seconds / seconds if seconds else 0.0, output)
+
+
+# -- the machine and the servers under load --------------------------------------------------------
+
+def busy_cores(seconds: float = 1.0) -> float:
+    """How many cores other processes keep busy (from /proc/stat over `seconds`)."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values[:8]) - idle, sum(values[:8])
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def profiled(pid: int, output: Path | None, seconds: float, notes: list[str]) -> Iterator[None]:
+    """py-spy (sampling, from outside) on process `pid` during the block; a summary of its app/ frames
+    goes to `notes`."""
+    if output is None:
+        yield
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(max(1, int(seconds) - 1)),
+                            "-r", "200", "-f", "raw", "-o", str(output)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.wait(timeout=seconds + 30)
+    if output.exists():
+        notes.append(f"profile {output}: " + ", ".join(f"{share:.0%} {frame}" for frame, share in top_frames(output)))
+
+
+def top_frames(collapsed: Path, prefix: str = "app/", count: int = 8) -> list[tuple[str, float]]:
+    """The `count` app/ functions with the largest inclusive share of busy samples (idle waits left out)."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if "Condition.wait" in stack or "Event.wait" in stack:
+            continue  # the TLS and file pollers asleep: py-spy does not always see them as idle
+        total += int(samples)
+        for frame in {re.sub(r":\d+\)$", ")", f) for f in stack.split(";") if prefix in f}:
+            inclusive[frame] = inclusive.get(frame, 0) + int(samples)
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])
+    skip = ("(app/service/cli.py", "(app/service/server.py")  # the whole process: not informative
+    return [(frame, n / total) for frame, n in ranked if not any(s in frame for s in skip)][:count]

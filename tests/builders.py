@@ -19,7 +19,6 @@ from app.core.admission import (
     AdmissionDecision,
     AdmissionRequest,
     admission_response,
-    decode_patch,
     parse_admission_review,
 )
 from app.core.index import AgentRuntimeIndex
@@ -194,16 +193,12 @@ def review(
     return decision, admission_response(request.uid, decision)
 
 
-def response_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
-    return decode_patch(response)
-
-
 # -- Checks ----------------------------------------------------------------------------------------
 
 
 def apply_patch(obj: dict[str, Any], decision: AdmissionDecision) -> dict[str, Any]:
     """The object after the decision's patch, applied as the API server would (the input is untouched)."""
-    return jsonpatch.apply_patch(copy.deepcopy(obj), decision.patch or [], in_place=False)
+    return jsonpatch.apply_patch(obj, decision.patch or [], in_place=False)
 
 
 def apply_and_recheck(

@@ -68,7 +68,8 @@ SAMPLE_REVIEW = json.loads((SAMPLES / "admission-review.json").read_text())
 SAMPLE_RUNTIMES = list(yaml.safe_load_all((SAMPLES / "agentruntimes.yaml").read_text()))
 # (apiVersion, kind, name, namespace) of the workloads pods are generated for; the last is untargeted.
 TARGETS = [("apps/v1", "Deployment", "resume-agent", "team-a"), ("apps/v1", "StatefulSet", "research-tool", "team-a")]
-TARGETS += [(*r["spec"]["targetRef"].values(), "fuzz") for r in FUZZ_RUNTIMES] + [("apps/v1", "Deployment", "x", "fuzz")]
+TARGETS += [(*r["spec"]["targetRef"].values(), "fuzz") for r in FUZZ_RUNTIMES]
+TARGETS += [("apps/v1", "Deployment", "x", "fuzz")]
 SKILLS = [s for r in FUZZ_RUNTIMES + SAMPLE_RUNTIMES for s in r["spec"]["skills"]]
 CONTAINER_NAMES = ["agent", "envoy-proxy", "resume-agent", "web", "istio-proxy", "main", "spiffe-helper", "sidecar", ""]
 ODD_STRINGS = ["", " ", "~", "/", "~1", "a/b~c", "ü", "\u0000", "\ud800", "😀😀", "x" * 300, "-1", "null", "true",
@@ -77,7 +78,8 @@ ODD_VALUES: list[Any] = [None, True, False, 0, -1, 2**63, -(2**63) - 1, 10**30, 
                          {"": {}}, *ODD_STRINGS]
 SKILL_NAMES: list[Any] = ["alpha", "resume-reviewer", "a" * 57, "a" * 58, "", "Upper", "-x", "x-", "a.b", "dup", 7]
 IMAGES: list[Any] = [
-    "ghcr.io/redhat-et/skillimage/resume-reviewer:v1.0.0", "ghcr.io/x/y:latest", "ghcr.io/x/y", "x/y@sha256:" + "0" * 64,
+    "ghcr.io/redhat-et/skillimage/resume-reviewer:v1.0.0", "ghcr.io/x/y:latest", "ghcr.io/x/y",
+    "x/y@sha256:" + "0" * 64,
     "x/y@sha256:abc", "X/Y:1", "", "localhost:5000/a/b:tag", "a:b:c", ":tag", "ghcr.io//x", "r.io/" + "p" * 300, None,
 ]
 MOUNT_PATHS: list[Any] = [
@@ -88,12 +90,14 @@ JSON_TYPES = [None, "application/json", "application/json; charset=utf-8", "text
               "application/merge-patch+json", "application/x-www-form-urlencoded", "application/octet-stream"]
 YAML_TYPES = [None, "application/yaml", "application/x-yaml", "text/yaml", "application/x-www-form-urlencoded"]
 BYTE_TOKENS = [b"{", b"}", b"[", b"]", b'"', b",", b":", b"\\", b"\\u0000", b"\\ud800", b"\x00", b"\xff",
-               b"\xed\xa0\x80", b"\xef\xbb\xbf", b"null", b"1e999", b"NaN", b"&a ", b"*a", b"!!python/object:os.system ",
+               b"\xed\xa0\x80", b"\xef\xbb\xbf", b"null", b"1e999", b"NaN", b"&a ", b"*a",
+               b"!!python/object:os.system ",
                b"\n- ", b"---\n", b"\t", b"'", b"9" * 5000]
 YAML_TAGS = [
     "!!python/object/apply:os.system ['echo pwned']", "!!python/object/new:type ['x', [], {}]",
     "!!python/name:os.system", "!!python/tuple [1, 2]", "!!binary aGVsbG8=", "!!set {a, b}",
-    "!!timestamp 2001-12-14", "!!omap [a: 1]", "!!pairs [a: 1]", "!custom x", "!<tag:yaml.org,2002:python/object:object> {}",
+    "!!timestamp 2001-12-14", "!!omap [a: 1]", "!!pairs [a: 1]", "!custom x",
+    "!<tag:yaml.org,2002:python/object:object> {}",
     "!!float .nan", "!!int 0x1F", "!!str 1", "!!null ''", "!!bool yes", "!!merge {}", "!!value x",
 ]
 YAML_ODDITIES = [
@@ -256,8 +260,8 @@ def mutate_value(rng: random.Random, value: Any, rounds: int) -> Any:
     """`value` (a copy) after `rounds` random edits: type swaps, deletions, odd values, duplicates."""
     root = [copy.deepcopy(value)]  # a holder, so that the whole value can be replaced too
     for _ in range(rounds):
-        slots = list(slots(root))
-        parent, key = rng.choice(slots)
+        places = list(slots(root))
+        parent, key = rng.choice(places)
         action = rng.random()
         if action < 0.55:
             parent[key] = swap_type(rng, parent[key])
@@ -284,7 +288,8 @@ def swap_type(rng: random.Random, value: Any) -> Any:
     if isinstance(value, dict):
         options = [list(value.values()), list(value), json.dumps(value)[:40], len(value), None]
     elif isinstance(value, list):
-        options = [{str(i): v for i, v in enumerate(value)}, value[0] if value else "", str(value)[:40], len(value), None]
+        as_dict = {str(i): v for i, v in enumerate(value)}
+        options = [as_dict, value[0] if value else "", str(value)[:40], len(value), None]
     elif isinstance(value, str):
         options = [[value], {value: value}, len(value), None, True, -1]
     elif isinstance(value, bool):
@@ -392,7 +397,8 @@ def _raw_bytes(rng: random.Random) -> FuzzInput:
     if rng.random() < 0.5:
         body = rng.randbytes(rng.choice([0, 1, 2, 16, 512]))
     else:
-        body = "".join(rng.choice('{}[]":,-0123456789.eE tfnul\\\n\t!&*|>#%@`?') for _ in range(rng.randint(0, 200))).encode()
+        alphabet = '{}[]":,-0123456789.eE tfnul\\\n\t!&*|>#%@`?'
+        body = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200))).encode()
     return FuzzInput("raw-bytes", rng.choice(["/mutate", "/validate"]), body, rng.choice(JSON_TYPES + YAML_TYPES))
 
 
@@ -436,7 +442,8 @@ def _hostile_json(rng: random.Random) -> FuzzInput:
     text = rng.choice([
         deep_json(rng.choice([99, 100, 101, 1000, 5000, 100_000])),
         "1" * rng.choice([4299, 4300, 4301, 10_000]), "1e999999", "-0", "1" + "0" * 400 + ".5",
-        review.replace('"dryRun": false', '"dryRun": NaN'), review.replace('"oldObject": null', '"oldObject": Infinity'),
+        review.replace('"dryRun": false', '"dryRun": NaN'),
+        review.replace('"oldObject": null', '"oldObject": Infinity'),
         review.replace('"oldObject": null', '"oldObject": ' + "9" * 5000), '"\\ud800"', '{"\\u0000": 1}',
         review[:-1] + ', "request": {"uid": "second"}}', "null", "true", "1", '"x"', "[]", "{}", "   ",
         "{}x", "{}{}", "// c\n{}", '{"a": "' + "x" * 100_000 + '"}',

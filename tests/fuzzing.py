@@ -85,7 +85,8 @@ class AsgiClient:
     def post(self, path: str, body: bytes, content_type: str | None = None, chunk_size: int | None = None) -> Answer:
         started = time.perf_counter()
         status, headers, payload = self.loop.run_until_complete(self._post(path, body, content_type, chunk_size))
-        return Answer(status, payload, headers.get(b"content-type", b"").decode("latin-1"), time.perf_counter() - started)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        return Answer(status, payload, content_type, time.perf_counter() - started)
 
     async def _post(
         self, path: str, body: bytes, content_type: str | None, chunk_size: int | None
@@ -226,7 +227,7 @@ def _check_review(inp: FuzzInput, body: dict, reinvoke: Callable[[dict], Answer]
         second = json.loads(again.body) if again.status == 200 else None
         if not (isinstance(second, dict) and second.get("response", {}).get("allowed") is True
                 and "patch" not in second["response"]):
-            raise Violation(f"reinvocation on the patched pod was not a no-op: HTTP {again.status} {again.body[:500]!r}")
+            raise Violation(f"reinvocation on the patched pod is not a no-op: HTTP {again.status} {again.body[:500]!r}")
     return "review/allowed/patch"
 
 

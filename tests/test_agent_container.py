@@ -71,9 +71,9 @@ def test_annotation_naming_an_init_container_is_a_missing_container():
     the_pod = deployment_pod(container("main"), init_containers=[container("setup")], annotations={OURS: "setup"})
     index = index_of(runtime_object("rt", skills=[skill("s")]))
     decision = mutate_pod(the_pod, NAMESPACE, index, MutationOptions())
-    assert not decision.allowed
-    assert decision.code == 409
-    assert '"setup"' in decision.message and '"rt"' in decision.message
+    assert not decision.allowed and decision.code == 409 and decision.reason == "Conflict"
+    for part in ('AgentRuntime "rt"', OURS, '"setup"'):
+        assert part in decision.message
 
 
 def _mounted_containers(patched: dict) -> list[str]:

@@ -74,7 +74,7 @@ def send(client: HttpxAppClient, endpoint: str, body: bytes, content_type: str |
     def reinvoke(patched):
         review = json.loads(body)
         review["request"]["object"] = patched
-        return answer_of(client.post("/mutate", json=review))
+        return answer_of(client.post("/mutate", content=json.dumps(review).encode()))  # ASCII: lone surrogates too
 
     return check_answer(inp, answer_of(response, time.perf_counter() - started), reinvoke)
 
@@ -91,6 +91,66 @@ def test_generated_and_mutated_inputs_get_only_allowed_answers():
         for answer in ("review/allowed", "review/allowed/patch", "review/denied/409", "review/denied/422",
                        "report/allowed", "report/denied", "error/400", "error/413"):
             assert report.classes[answer] > 0, report.summary()
+
+
+# -- every field as every type ------------------------------------------------------------------------
+
+# One value of each JSON type (and shapes the code indexes into), to put in place of each field.
+REPLACEMENTS = [None, True, 0, -1, 2**64, 1.5, "", "x", [], [None], [{}], {}, {"name": "x"}]
+
+
+def field_paths(value, prefix: tuple = ()):
+    """The path of every field and list item under `value`."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield (*prefix, key)
+        yield from field_paths(child, (*prefix, key))
+
+
+def replaced(value, path: tuple, new):
+    copy_ = json.loads(json.dumps(value))
+    parent = copy_
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = new
+    return copy_
+
+
+def _busy_pod() -> dict:
+    """The sample pod with something already in every place the patch extends."""
+    pod = json.loads(json.dumps(SAMPLE_REVIEW["request"]["object"]))
+    pod["metadata"]["annotations"] = {"kagenti.io/skills": '["other"]', "kagenti.io/agent-container": "resume-agent"}
+    pod["spec"]["volumes"] = [
+        {"name": "skill-resume-reviewer", "image": {"reference": SAMPLE_RUNTIMES[0]["spec"]["skills"][0]["image"]}},
+        {"name": "data", "emptyDir": {}},
+    ]
+    agent = pod["spec"]["containers"][1]
+    agent["volumeMounts"] = [{"name": "skill-resume-reviewer", "mountPath": "/agent/skills/resume-reviewer"}]
+    agent["env"].append({"name": "SKILL_FOLDERS", "value": "/x"})
+    return pod
+
+
+BUSY_POD = _busy_pod()
+
+
+def test_every_field_of_a_pod_as_every_type(client):
+    classes = set()
+    for path in field_paths(BUSY_POD):
+        for new in REPLACEMENTS:
+            review = {**SAMPLE_REVIEW, "request": {**SAMPLE_REVIEW["request"], "object": replaced(BUSY_POD, path, new)}}
+            classes.add(send(client, "/mutate", json.dumps(review).encode(), family=f"pod{list(path)}={new!r}"))
+    assert {"review/allowed/patch", "review/denied/400", "review/denied/409"} <= classes
+
+
+def test_every_field_of_an_agentruntime_as_every_type(client):
+    runtime = SAMPLE_RUNTIMES[0]
+    for path in field_paths(runtime):
+        for new in REPLACEMENTS:
+            broken = replaced(runtime, path, new)
+            assert send(client, "/validate", json.dumps(broken).encode()).startswith("report/")
+            review = runtime_review(random.Random(0), broken)
+            review["request"]["operation"] = "UPDATE"
+            assert send(client, "/validate", json.dumps(review).encode()).startswith("review/")
 
 
 # -- hypothesis --------------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ import jsonpatch
 import pytest
 import yaml
 
+from app.core.admission import decode_patch
 from app.core.mutation import MutationOptions
 from tests.builders import (
     NAMESPACE,
     apply_and_recheck,
     assert_valid_pod_public_api,
     index_of,
-    response_patch,
     review,
 )
 
@@ -52,6 +52,7 @@ def _options(case: dict[str, Any]) -> MutationOptions:
         kwargs["sidecar_names"] = frozenset(options["sidecars"])
     if "imageVolumes" in options:
         kwargs["image_volumes"] = bool(options["imageVolumes"])
+        # What app.core.capability says for `--image-volumes off`; the case checks it reaches the warning.
         kwargs["image_volumes_reason"] = "--image-volumes off"
     return MutationOptions(**kwargs)
 
@@ -86,7 +87,7 @@ def test_golden_case(path):
         return
 
     assert response["response"]["allowed"] is True
-    assert response_patch(response) == (decision.patch or [])
+    assert decode_patch(response) == (decision.patch or [])
     patched = apply_and_recheck(case["pod"], decision, index, options, namespace)
     assert patched == case["expected"], _difference(patched, case["expected"])
     assert_valid_pod_public_api(case["expected"])

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator
 import jsonpatch
 import pytest
 import yaml
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.index import AgentRuntimeIndex
@@ -148,8 +149,10 @@ def test_sample_review_mounts_the_skills_into_the_agent_container_only(client):
 
 @pytest.mark.parametrize("uid", ["a", "ü-😀-\u2028", "x" * 2000, 'quote " and \\ backslash'])
 def test_the_request_uid_is_echoed_by_both_endpoints(client, uid):
-    assert admission_response(client.post("/mutate", json=review_of(SAMPLE_REVIEW["request"]["object"], uid)))["uid"] == uid
-    assert admission_response(client.post("/validate", json=runtime_review(SAMPLE_RUNTIMES[0], "UPDATE", uid)))["uid"] == uid
+    mutate = client.post("/mutate", json=review_of(SAMPLE_REVIEW["request"]["object"], uid))
+    assert admission_response(mutate)["uid"] == uid
+    validate = client.post("/validate", json=runtime_review(SAMPLE_RUNTIMES[0], "UPDATE", uid))
+    assert admission_response(validate)["uid"] == uid
 
 
 def test_dry_run_and_non_pod_requests(client):
@@ -167,7 +170,8 @@ def test_warnings_for_shadowed_runtimes_and_skill_folders_from_value_from():
     client = HttpxAppClient(create_app(sample_state(newer)))
     try:
         pod = copy.deepcopy(SAMPLE_REVIEW["request"]["object"])
-        pod["spec"]["containers"][1]["env"].append({"name": "SKILL_FOLDERS", "valueFrom": {"fieldRef": {"fieldPath": "x"}}})
+        from_field = {"fieldRef": {"fieldPath": "metadata.name"}}
+        pod["spec"]["containers"][1]["env"].append({"name": "SKILL_FOLDERS", "valueFrom": from_field})
         response = admission_response(client.post("/mutate", json=review_of(pod)))
     finally:
         client.close()
@@ -222,7 +226,8 @@ _REVIEW = json.dumps(SAMPLE_REVIEW)
 NOT_A_REVIEW = {
     "wrong-kind": (json.dumps({**SAMPLE_REVIEW, "kind": "Pod"}).encode(), "kind"),
     "no-kind": (json.dumps({k: v for k, v in SAMPLE_REVIEW.items() if k != "kind"}).encode(), "kind"),
-    "wrong-apiVersion": (json.dumps({**SAMPLE_REVIEW, "apiVersion": "admission.k8s.io/v1beta1"}).encode(), "apiVersion"),
+    "wrong-apiVersion": (json.dumps({**SAMPLE_REVIEW, "apiVersion": "admission.k8s.io/v1beta1"}).encode(),
+                         "apiVersion"),
     "no-request": (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(), "request"),
     "request-null": (json.dumps({**SAMPLE_REVIEW, "request": None}).encode(), "request"),
     "request-list": (json.dumps({**SAMPLE_REVIEW, "request": [SAMPLE_REVIEW["request"]]}).encode(), "request"),
@@ -402,11 +407,11 @@ def test_healthz_and_readyz_follow_sync_and_certificate():
         health.close()
 
 
-def metric_samples(text: str) -> dict[str, list]:
+def metric_families(text: str) -> dict[str, Metric]:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def sample_value(family, name: str, **labels: str) -> float:
+def sample_value(family: Metric, name: str, **labels: str) -> float:
     matching = [s.value for s in family.samples if s.name == name and s.labels == labels]
     assert len(matching) == 1, (name, labels, family.samples)
     return matching[0]
@@ -422,7 +427,7 @@ def test_metrics_expose_the_spec_metrics(client, health, state):
 
     response = health.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    families = metric_samples(response.text)
+    families = metric_families(response.text)
     admissions = families["skill_webhook_admissions"]
     assert admissions.type == "counter"
     assert sample_value(admissions, "skill_webhook_admissions_total", endpoint="mutate", decision="injected") == 1

@@ -8,7 +8,7 @@ import pytest
 from app.core.index import NO_MATCH, AgentRuntimeIndex
 from app.core.model import WorkloadRef
 from app.core.mutation import MutationOptions, mutate_pod
-from tests.builders import NAMESPACE, index_of, pod, runtime, runtime_object, skill
+from tests.builders import NAMESPACE, container, deployment_pod, index_of, pod, runtime, runtime_object, skill
 
 DEPLOYMENT = WorkloadRef("apps", "Deployment", "my-agent")
 REPLICA_SET = WorkloadRef("apps", "ReplicaSet", "my-agent-h1")
@@ -137,6 +137,24 @@ def test_writes_do_not_touch_the_synced_flag():
     index.replace_all([runtime("rt")])
     index.upsert(runtime("other"))
     assert not index.synced.is_set()
+
+
+def test_index_writes_reach_the_next_pod_at_once():
+    index = index_of()
+    the_pod = deployment_pod(container("agent"))
+
+    def mutate():
+        return mutate_pod(the_pod, NAMESPACE, index, MutationOptions())
+
+    assert mutate().patch is None
+    index.upsert(runtime("rt", skills=[skill("alpha")]))
+    assert mutate().skills == ["alpha"]
+    index.upsert(runtime("rt", skills=[skill("alpha"), skill("beta")]))
+    assert mutate().skills == ["alpha", "beta"]
+    index.replace_all([runtime("other", skills=[skill("gamma")])])
+    assert (mutate().runtime, mutate().skills) == ("other", ["gamma"])
+    index.delete(NAMESPACE, "other")
+    assert mutate().patch is None
 
 
 class _CountingTargets(dict):

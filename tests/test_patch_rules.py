@@ -10,6 +10,7 @@ import json
 import jsonpatch
 import pytest
 
+from app.core.admission import decode_patch
 from app.core.model import AgentRuntime
 from app.core.mutation import NOT_SYNCED_MESSAGE, MutationOptions, mutate_pod
 from app.core.patch import build_skill_patch, escape_pointer, normalize_mount_path
@@ -17,12 +18,10 @@ from tests.builders import (
     DEFAULT_OPTIONS,
     NAMESPACE,
     apply_and_recheck,
-    apply_patch,
     assert_valid_pod,
     container,
     deployment_pod,
     index_of,
-    response_patch,
     review,
     runtime,
     runtime_object,
@@ -343,18 +342,11 @@ def test_injected_record_says_exactly_what_was_injected():
 def test_stale_injected_record_is_replaced():
     the_pod = deployment_pod(container("agent"), annotations={INJECTED_ANNOTATION: '{"agentRuntime":"old"}'})
     decision = _mutate(the_pod)
-    assert {"op": "add", "path": "/metadata/annotations/kagenti.io~1skills-injected",
-            "value": next(op["value"] for op in decision.patch if op["path"].endswith("injected"))} in decision.patch
+    assert [op["op"] for op in decision.patch if op["path"] == "/metadata/annotations/kagenti.io~1skills-injected"] == [
+        "add"  # "add" on an existing member replaces it (RFC 6902), and also works when it is absent
+    ]
     patched = apply_and_recheck(the_pod, decision, _index())
     assert json.loads(patched["metadata"]["annotations"][INJECTED_ANNOTATION])["agentRuntime"] == "rt"
-
-
-def test_annotation_naming_a_missing_container_is_a_409():
-    the_pod = deployment_pod(container("agent"), annotations={"kagenti.io/agent-container": "ghost"})
-    decision = _mutate(the_pod)
-    assert not decision.allowed and decision.code == 409 and decision.reason == "Conflict"
-    for part in ('AgentRuntime "rt"', "kagenti.io/agent-container", '"ghost"'):
-        assert part in decision.message
 
 
 # -- when nothing is done --------------------------------------------------------------------------
@@ -397,7 +389,7 @@ def test_dry_run_gets_the_same_patch():
     the_pod = deployment_pod(container("agent"))
     _, real = review(the_pod, _index())
     decision, dry = review(the_pod, _index(), dry_run=True)
-    assert response_patch(dry) == response_patch(real) == decision.patch
+    assert decode_patch(dry) == decode_patch(real) == decision.patch
     assert dry["response"]["patchType"] == "JSONPatch"
 
 
@@ -437,21 +429,6 @@ def test_pod_matching_no_runtime_is_left():
     assert decision.allowed and decision.patch is None and decision.outcome == "no-match"
 
 
-def test_index_updates_reach_the_next_pod_at_once():
-    index = index_of()
-    the_pod = deployment_pod(container("agent"))
-    assert _mutate(the_pod, index).patch is None
-    index.upsert(runtime("rt", skills=[skill("alpha")]))
-    assert _mutate(the_pod, index).skills == ["alpha"]
-    index.upsert(runtime("rt", skills=[skill("alpha"), skill("beta")]))
-    assert _mutate(the_pod, index).skills == ["alpha", "beta"]
-    index.replace_all([runtime("other", skills=[skill("gamma")])])
-    decision = _mutate(the_pod, index)
-    assert decision.runtime == "other" and decision.skills == ["gamma"]
-    index.delete(NAMESPACE, "other")
-    assert _mutate(the_pod, index).patch is None
-
-
 # -- malformed pods are a 400, never a broken patch ------------------------------------------------
 
 
@@ -481,14 +458,6 @@ def test_malformed_pod_is_a_400(breakage, field):
 def test_request_object_that_is_not_a_map_is_a_400(obj):
     decision, response = review(obj, _index())
     assert response["response"]["status"]["code"] == 400 and not decision.allowed
-
-
-def test_the_patch_is_relative_to_the_pod_as_given():
-    the_pod = deployment_pod(container("agent"))
-    before = json.dumps(the_pod, sort_keys=True)
-    decision = _mutate(the_pod)
-    assert json.dumps(the_pod, sort_keys=True) == before
-    assert apply_patch(the_pod, decision) != the_pod
 
 
 def test_runtime_model_is_what_mutation_reads():

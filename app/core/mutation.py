@@ -99,14 +99,12 @@ def _deny_malformed(decision: AdmissionDecision, message: str) -> AdmissionDecis
 def _denied(
     code: int, message: str, reason: str, outcome: str, so_far: AdmissionDecision | None = None
 ) -> AdmissionDecision:
-    """A denial that keeps the AgentRuntime and warnings found so far. The outcome is set afterwards
-    because AdmissionDecision.deny fixes it to "denied" (passing it through would be a TypeError)."""
-    denied = AdmissionDecision.deny(
+    """A denial that keeps the AgentRuntime and warnings found so far (for the log line and kubectl)."""
+    return AdmissionDecision.deny(
         code,
         message,
         reason=reason,
+        outcome=outcome,
         runtime=so_far.runtime if so_far else None,
         warnings=so_far.warnings if so_far else [],
     )
-    denied.outcome = outcome
-    return denied

@@ -84,7 +84,7 @@ def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_inde
 
     # 1. volumes
     volumes = _optional_list(spec, "volumes", "spec.volumes")
-    present = {v.get("name"): v for v in volumes or () if isinstance(v, dict)}
+    present = {v["name"]: v for v in volumes or () if isinstance(v, dict) and isinstance(v.get("name"), str)}
     new_volumes: list[dict[str, Any]] = []
     for skill in skills:
         existing = present.get(skill.volume_name)
