@@ -141,3 +141,23 @@ def assert_converges(index: AgentRuntimeIndex, server: StandInApiServer) -> None
 
 def list_requests(server: StandInApiServer) -> list[dict[str, str]]:
     return [q for path, q in list(server.requests) if path == LIST_PATH and q.get("watch") not in ("true", "1")]
+
+
+# -- fixtures shared by the informer test modules (imported there by name) ------------------------
+
+
+@pytest.fixture
+def server():
+    with running_standin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def metrics() -> RecordedMetrics:
+    return RecordedMetrics()
+
+
+@pytest.fixture
+def make_informer(server, metrics):
+    with informer_factory(server, metrics) as make:
+        yield make

@@ -27,7 +27,10 @@ from app.sources.kube import (
     make_api_client,
 )
 from tests.apiserver_standin import agentruntime, version_info
-from tests.informer_harness import (
+from tests.informer_harness import (  # noqa: F401 (fixtures: server, metrics, make_informer)
+    make_informer,
+    metrics,
+    server,
     CONVERGENCE_SECONDS,
     RecordedMetrics,
     assert_converges,
@@ -39,22 +42,6 @@ from tests.informer_harness import (
     wait_until,
 )
 
-
-@pytest.fixture
-def server():
-    with running_standin() as standin:
-        yield standin
-
-
-@pytest.fixture
-def metrics() -> RecordedMetrics:
-    return RecordedMetrics()
-
-
-@pytest.fixture
-def make_informer(server, metrics):
-    with informer_factory(server, metrics) as make:
-        yield make
 
 
 RBAC_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "rbac.yaml"

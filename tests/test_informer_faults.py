@@ -15,7 +15,10 @@ from app.core.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
 from app.sources.kube import InformerMetrics, KubeInformerSource
 from tests.apiserver_standin import agentruntime
-from tests.informer_harness import (
+from tests.informer_harness import (  # noqa: F401 (fixtures: server, metrics, make_informer)
+    make_informer,
+    metrics,
+    server,
     CONVERGENCE_SECONDS,
     RecordedMetrics,
     api_client_for,
@@ -29,22 +32,6 @@ from tests.informer_harness import (
     wait_until,
 )
 
-
-@pytest.fixture
-def server():
-    with running_standin() as standin:
-        yield standin
-
-
-@pytest.fixture
-def metrics() -> RecordedMetrics:
-    return RecordedMetrics()
-
-
-@pytest.fixture
-def make_informer(server, metrics):
-    with informer_factory(server, metrics) as make:
-        yield make
 
 
 def test_error_410_event_relists_and_reveals_changes_the_watch_never_saw(server, make_informer, metrics):
