@@ -467,3 +467,20 @@ def test_runtime_model_is_what_mutation_reads():
     plain = _mutate(deployment_pod(container("agent")), index_of(runtime_object("rt", skills=[skill("alpha")])))
     assert AgentRuntime.from_object(obj).spec.skills[0].extra_fields == ["extra"]
     assert _mutate(deployment_pod(container("agent")), index_of(obj)).patch == plain.patch
+
+
+def test_two_skills_of_one_name_are_reported_as_such_not_as_a_pod_volume() -> None:
+    # Only reachable when an AgentRuntime bypassed validation (e.g. the file source).
+    from app.core.model import AgentRuntime
+    from app.core.patch import SkillConflict, build_skill_patch
+
+    runtime = AgentRuntime.from_object({
+        "metadata": {"name": "dup", "namespace": "team-a"},
+        "spec": {"type": "agent", "skills": [
+            {"name": "a", "image": "ghcr.io/x/a:1", "mountPath": "/s/a"},
+            {"name": "a", "image": "ghcr.io/x/b:1", "mountPath": "/s/b"},
+        ]},
+    })
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "agent", "image": "x"}]}}
+    with pytest.raises(SkillConflict, match='another skill of the same name already uses a volume "skill-a"'):
+        build_skill_patch(pod, runtime, 0)

@@ -392,3 +392,11 @@ def test_validation_never_raises(obj: Any, operation: str) -> None:
     if report.allowed:
         # Valid means the shared model, which mutation reads, takes it as is.
         AgentRuntime.from_object(obj)
+
+
+def test_a_comma_in_a_mount_path_is_a_warning_naming_skill_folders() -> None:
+    obj = copy.deepcopy(RULE_CASES[0].object)
+    obj["spec"]["skills"][0]["mountPath"] = "/agent/skills/a,b"
+    report = validate_agentruntime(obj)
+    assert report.allowed
+    assert any(w.startswith("spec.skills[0].mountPath: ") and "SKILL_FOLDERS" in w for w in report.warnings)

@@ -93,8 +93,13 @@ def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_inde
             new_volumes.append(volume)
             present[skill.volume_name] = volume
         elif _image_reference(existing) != skill.image:
+            holder = (
+                "another skill of the same name already uses"  # only when validation was bypassed
+                if any(existing is v for v in new_volumes)
+                else "the pod already has"
+            )
             raise SkillConflict(
-                f'{where}: skill "{skill.name}": the pod already has a volume "{skill.volume_name}" '
+                f'{where}: skill "{skill.name}": {holder} a volume "{skill.volume_name}" '
                 f"with another source ({_describe_source(existing)}), not image {skill.image}"
             )
     result.operations += _append_all("/spec/volumes", volumes, new_volumes)

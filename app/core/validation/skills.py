@@ -144,6 +144,9 @@ def _check_mount_path(i: int, mount_path: str, findings: Findings) -> bool:
     problems = paths.mount_path_problems(mount_path)
     for problem in problems:
         findings.add(f.invalid(_at(i, "mountPath"), mount_path, problem))
+    if "," in mount_path:
+        # SKILL_FOLDERS is comma-separated: an agent splitting it would see two folders, neither real.
+        findings.warn(_at(i, "mountPath"), f"{json.dumps(mount_path)} contains \",\", which SKILL_FOLDERS uses as separator")
     return not problems
 
 
