@@ -129,9 +129,8 @@ def realistic_pod(index: int = TARGET_INDEX) -> dict[str, Any]:
     envoy = _container("envoy-proxy", "docker.io/envoyproxy/envoy:v1.33.0", 15001, 6)
     spiffe = _container("spiffe-helper", "ghcr.io/spiffe/spiffe-helper:0.9.1", 9090, 4)
     init = _container("proxy-init", "ghcr.io/example-org/proxy-init:1.0.0", 15000, 3)
-    for sidecarish in (init,):
-        for key in ("ports", "readinessProbe", "livenessProbe"):
-            del sidecarish[key]
+    for key in ("ports", "readinessProbe", "livenessProbe"):  # an init container has none of these
+        del init[key]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
