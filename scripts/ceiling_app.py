@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The benchmark's ceiling (SPEC §9): a bare FastAPI/uvicorn admission endpoint.
 
-It parses the AdmissionReview with `json.loads` and answers `allowed` with the request's uid and no
+It parses the AdmissionReview with `orjson.loads` (the parser `serve` uses) and answers `allowed` with the request's uid and no
 patch: nothing that does the webhook's job on this stack can be faster. To keep the comparison fair
 it runs exactly like `skill-webhook serve` does (app/service/server.py): one worker, uvicorn's `auto`
 HTTP parser and event loop (httptools, uvloop), no access log, no lifespan, no server/date headers,
@@ -14,7 +14,7 @@ and ALPN http/1.1.
 from __future__ import annotations
 
 import argparse
-import json
+import orjson
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -27,13 +27,13 @@ app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _allowed(body: bytes) -> Response:
-    review = json.loads(body)
+    review = orjson.loads(body)
     answer = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "response": {"uid": review["request"]["uid"], "allowed": True},
     }
-    return Response(json.dumps(answer, separators=(",", ":")).encode(), media_type="application/json")
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 # Both paths, so the /mutate and /validate loads of the benchmark each have their ceiling.

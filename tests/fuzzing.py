@@ -174,7 +174,7 @@ def check_answer(inp: FuzzInput, answer: Answer, reinvoke: Callable[[dict], Answ
             raise Violation(f"error body {body!r:.300}")
         if not set(body) <= {"error", "code", "detail"}:
             raise Violation(f"unexpected keys in error body {sorted(body)}")
-        if answer.status == 400 and inp.endpoint == "/mutate" and _valid_envelope(_json_or_none(inp.body)):
+        if answer.status == 400 and inp.endpoint == "/mutate" and _valid_envelope(strict_json_or_none(inp.body)):
             raise Violation(f"a valid AdmissionReview was refused: {body['error']}")
         return f"error/{answer.status}"
     if answer.status != 200:
@@ -261,6 +261,29 @@ def _json_or_none(data: bytes) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):
         return None
+
+
+def strict_json_or_none(data: bytes) -> Any:
+    """The body read as I-JSON (RFC 7493), what the API server sends and /mutate promises to take:
+    UTF-8, no lone surrogates, no NaN/Infinity, integers within 64 bits. Anything else may get a 400."""
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text, parse_constant=_refuse, parse_int=_int64)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate escape
+        return value
+    except (ValueError, RecursionError, UnicodeError):
+        return None
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise ValueError("integer beyond 64 bits")
+    return value
 
 
 def _sent_review(inp: FuzzInput) -> Any:

@@ -107,7 +107,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = CONVERGENCE_SECON
 
 
 def truth(server: StandInApiServer) -> dict[tuple[str, str], AgentRuntime]:
-    return {(o["metadata"]["namespace"], o["metadata"]["name"]): AgentRuntime.from_object(o) for o in server.objects()}
+    return {(o["metadata"]["namespace"], o["metadata"]["name"]): AgentRuntime.for_cache(o) for o in server.objects()}
 
 
 def cached(index: AgentRuntimeIndex) -> dict[tuple[str, str], AgentRuntime]:

@@ -46,6 +46,7 @@ from tests.fuzzing import (
     check_answer,
     fuzz_state,
     run_fuzz,
+    strict_json_or_none,
 )
 
 MIB = 1024 * 1024
@@ -166,7 +167,10 @@ JSON_VALUES = st.recursive(
 @given(rng=st.randoms(use_true_random=False))
 def test_generated_pod_reviews(client, rng: random.Random):
     review = random_review(rng, random_pod(rng))
-    assert send(client, "/mutate", json.dumps(review).encode()).startswith("review/")
+    body = json.dumps(review).encode()
+    answer = send(client, "/mutate", body)
+    # A generated uid or name may hold a lone surrogate: not I-JSON, so a 400 is a right answer too.
+    assert answer.startswith("review/") or (strict_json_or_none(body) is None and answer == "error/400")
 
 
 @FUZZ

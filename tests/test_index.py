@@ -179,3 +179,34 @@ def test_lookup_reads_one_entry_per_workload_whatever_the_size():
     found = index.lookup(NAMESPACE, [WorkloadRef("apps", "Deployment", "agent-4242"), REPLICA_SET])
     assert found.runtime.metadata.name == "rt-4242"
     assert _CountingTargets.gets == 2
+
+
+def test_the_cache_keeps_only_what_admission_reads() -> None:
+    from app.core.model import AgentRuntime
+
+    obj = {
+        "apiVersion": "agent.kagenti.dev/v1alpha1",
+        "kind": "AgentRuntime",
+        "metadata": {
+            "name": "rt", "namespace": "team-a", "uid": "u1", "resourceVersion": "7",
+            "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"a": "b"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+            "managedFields": [{"manager": "kubectl"}],
+        },
+        "spec": {
+            "type": "agent", "identity": {"spiffe": True},
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+            "skills": [{"name": "a", "image": "ghcr.io/x/a:1", "mountPath": "/s/a", "pullPolicy": "Always"}],
+        },
+        "status": {"conditions": []},
+    }
+    cached = AgentRuntime.for_cache(obj)
+    full = AgentRuntime.from_object(obj)
+    assert cached.metadata == type(full.metadata)(
+        name="rt", namespace="team-a", uid="u1", resourceVersion="7", creationTimestamp="2026-01-01T00:00:00Z"
+    )
+    assert cached.spec.skills == full.spec.skills and cached.spec.targetRef == full.spec.targetRef
+    assert cached.workload == full.workload and cached.age_key == full.age_key
+    dumped = cached.model_dump()
+    assert "managedFields" not in dumped["metadata"] and "annotations" not in dumped["metadata"]
+    assert "identity" not in dumped["spec"] and "status" not in dumped

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,9 +97,7 @@ def admission_response(uid: str, decision: AdmissionDecision) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if decision.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(
-            json.dumps(decision.patch, separators=(",", ":")).encode()
-        ).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(decision.patch)).decode()
     if not decision.allowed or decision.code is not None:
         status: dict[str, Any] = {}
         if decision.code is not None:

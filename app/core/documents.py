@@ -93,6 +93,13 @@ def load_documents(data: bytes | str, content_type: str | None = None) -> list[A
 def load_trusted_documents(text: str) -> list[Any]:
     """Parse an admin-owned YAML/JSON file fast (libyaml); still JSON-compatible values only, still
     no object construction. Raises DocumentError. Empty documents are left out."""
+    if text.lstrip()[:1] in ("{", "["):
+        # A JSON file (10,000 AgentRuntimes is 10 MB) parses 50 times faster as JSON than through
+        # libyaml; when it is not valid JSON after all, YAML (a superset) gets its turn below.
+        try:
+            return [_load_json(text)]
+        except DocumentError:
+            pass
     loader = _TrustedLoader(text)
     try:
         return _documents(loader)

@@ -143,6 +143,27 @@ class AgentRuntime(BaseModel):
     def from_object(cls, obj: dict[str, Any]) -> "AgentRuntime":
         return cls.model_validate(obj)
 
+    @classmethod
+    def for_cache(cls, obj: dict[str, Any]) -> "AgentRuntime":
+        """The AgentRuntime with only what admission reads: managedFields, labels, annotations
+        (kubectl's last-applied copy doubles every object) and unknown spec fields stay out of the
+        cache, which holds every AgentRuntime of the cluster."""
+        metadata = obj.get("metadata")
+        spec = obj.get("spec")
+        kept_meta = {k: metadata[k] for k in _CACHED_METADATA if k in metadata} if isinstance(metadata, dict) else metadata
+        kept_spec = {k: spec[k] for k in _CACHED_SPEC if k in spec} if isinstance(spec, dict) else spec
+        trimmed: dict[str, Any] = {"apiVersion": obj.get("apiVersion", DEFAULT_AGENTRUNTIME_API),
+                                   "kind": obj.get("kind", AGENTRUNTIME_KIND)}
+        if kept_meta is not None:
+            trimmed["metadata"] = kept_meta
+        if kept_spec is not None:
+            trimmed["spec"] = kept_spec
+        return cls.model_validate(trimmed)
+
+
+_CACHED_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+_CACHED_SPEC = ("type", "targetRef", "skills")
+
 
 def is_agentruntime(obj: Any, api_version: str = DEFAULT_AGENTRUNTIME_API) -> bool:
     return (

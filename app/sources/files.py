@@ -20,7 +20,7 @@ from app.core.documents import DocumentError, load_trusted_documents
 from app.core.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, AgentRuntime, is_agentruntime
 
-from .base import AgentRuntimeSource
+from .base import AgentRuntimeSource, bulk_load
 
 log = logging.getLogger("skill_webhook.sources.file")
 
@@ -75,19 +75,20 @@ class FileSource(AgentRuntimeSource):
             return False
         for gone in set(self._good) - set(stamps):
             del self._good[gone]
-        for file, stamp in stamps.items():
-            if self._stamps.get(file) != stamp:
-                runtimes = self._load_file(file)
-                if runtimes is not None:
-                    self._good[file] = runtimes
-        self._stamps = stamps
-        merged: dict[tuple[str, str], AgentRuntime] = {}
-        for file in sorted(self._good):
-            for runtime in self._good[file]:
-                if runtime.key in merged:
-                    log.warning("duplicate AgentRuntime %s/%s; %s wins", *runtime.key, file)
-                merged[runtime.key] = runtime
-        self.index.replace_all(merged.values())
+        with bulk_load():
+            for file, stamp in stamps.items():
+                if self._stamps.get(file) != stamp:
+                    runtimes = self._load_file(file)
+                    if runtimes is not None:
+                        self._good[file] = runtimes
+            self._stamps = stamps
+            merged: dict[tuple[str, str], AgentRuntime] = {}
+            for file in sorted(self._good):
+                for runtime in self._good[file]:
+                    if runtime.key in merged:
+                        log.warning("duplicate AgentRuntime %s/%s; %s wins", *runtime.key, file)
+                    merged[runtime.key] = runtime
+            self.index.replace_all(merged.values())
         log.info("loaded AgentRuntimes", extra={"fields": {"path": str(self.path), "count": len(merged)}})
         return True
 
@@ -110,11 +111,16 @@ class FileSource(AgentRuntimeSource):
                       extra={"fields": {"file": str(file), "error": str(err)}})
             return None
         runtimes = []
-        for position, document in enumerate(_flatten(documents)):
+        documents = _flatten(documents)
+        documents.reverse()  # popped from the end below, so each parsed dict is freed once converted
+        position = -1
+        while documents:
+            document = documents.pop()
+            position += 1
             if not is_agentruntime(document, self.agentruntime_api):
                 continue
             try:
-                runtime = AgentRuntime.from_object(document)
+                runtime = AgentRuntime.for_cache(document)
             except ValidationError as err:
                 log.error("skipping malformed AgentRuntime",
                           extra={"fields": {"file": str(file), "document": position,

@@ -36,7 +36,7 @@ from app.core.capability import parse_server_version
 from app.core.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, AgentRuntime
 
-from .base import AgentRuntimeSource
+from .base import AgentRuntimeSource, bulk_load
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,8 @@ class KubeInformerSource(AgentRuntimeSource):
         resource_version = metadata.get("resourceVersion")
         if not resource_version:
             raise _StreamError("LIST answer has no metadata.resourceVersion to watch from")
-        self.index.replace_all(runtimes)
+        with bulk_load():
+            self.index.replace_all(runtimes)
         first = not self.index.synced.is_set()
         self.index.synced.set()
         log.info(
@@ -332,7 +333,7 @@ class KubeInformerSource(AgentRuntimeSource):
 def _parse(obj: Any) -> AgentRuntime | None:
     """AgentRuntime.from_object, or None (logged) for an object this webhook cannot read."""
     try:
-        return AgentRuntime.from_object(obj)
+        return AgentRuntime.for_cache(obj)
     except ValidationError as exc:
         metadata = obj.get("metadata") if isinstance(obj, dict) else None
         metadata = metadata if isinstance(metadata, dict) else {}
