@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,8 +69,8 @@ class Skill(BaseModel):
     mountPath: str
     pullPolicy: str | None = None
 
-    @property
-    def volume_name(self) -> str:
+    @functools.cached_property
+    def volume_name(self) -> str:  # cached: read several times per admission on the hot path
         return volume_name(self.name)
 
     @property

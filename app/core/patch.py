@@ -13,6 +13,8 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .model import (
     ANNOTATION_SKILLS,
     ANNOTATION_SKILLS_INJECTED,
@@ -36,6 +38,14 @@ class MalformedPod(ValueError):
 class SkillPatch:
     operations: list[Operation] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def compact_json(value: Any) -> str:
+    """JSON without spaces, as annotation values are written (and compared on reinvocation)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a lone surrogate in a container name: the standard encoder escapes it
+        return json.dumps(value, separators=(",", ":"))
 
 
 def escape_pointer(segment: str) -> str:
@@ -190,8 +200,8 @@ def _annotation_ops(
         raise MalformedPod("metadata must be an object")
     annotations = _optional_map(metadata or {}, "annotations", "metadata.annotations")
     names = [s.name for s in runtime.spec.skills]
-    skills_value = json.dumps(_merge_names(annotations or {}, names, warnings), separators=(",", ":"))
-    injected_value = json.dumps(injected_record(runtime, container), separators=(",", ":"))
+    skills_value = compact_json(_merge_names(annotations or {}, names, warnings))
+    injected_value = compact_json(injected_record(runtime, container))
     wanted = {ANNOTATION_SKILLS: skills_value, ANNOTATION_SKILLS_INJECTED: injected_value}
     if metadata is None:
         return [{"op": "add", "path": "/metadata", "value": {"annotations": wanted}}]

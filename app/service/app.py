@@ -175,6 +175,9 @@ async def _read_body(request: Request, state: ServiceState, endpoint: str) -> by
             return _bad_request(state, endpoint, "Content-Length is not a number")
         if int(declared) > MAX_BODY_BYTES:
             return _too_large(state, endpoint)
+        # The server delivers exactly Content-Length bytes, so the body is known to fit.
+        body = await request.body()
+        return body if body else _bad_request(state, endpoint, "empty body: expected an AdmissionReview")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
