@@ -53,7 +53,7 @@ class ServiceState:
     mutation: MutationOptions = field(default_factory=MutationOptions)
     validation: ValidationOptions = field(default_factory=ValidationOptions)
     metrics: WebhookMetrics = field(default_factory=WebhookMetrics)
-    # Readiness also needs the serving certificate; None means "not served by us" (tests on ASGI).
+    # Readiness also needs the serving certificate; tests on the bare ASGI app have none to wait for.
     certificate_loaded: Callable[[], bool] = lambda: True
 
 
@@ -68,6 +68,7 @@ def create_app(state: ServiceState) -> FastAPI:
 
     @app.post("/validate")
     async def validate(request: Request) -> Response:
+        started = time.perf_counter()
         body = await _read_body(request, state, "validate")
         if isinstance(body, Response):
             return body
@@ -78,7 +79,7 @@ def create_app(state: ServiceState) -> FastAPI:
         if len(documents) == 1 and isinstance(documents[0], dict) and documents[0].get("kind") == "AdmissionReview":
             return _answer_review(
                 documents[0], state, "validate", lambda r: review_agentruntime(r, state.index, state.validation),
-                started=time.perf_counter(),
+                started,
             )
         return _dry_run_report(documents, state)
 
