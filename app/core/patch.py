@@ -246,23 +246,18 @@ def _field(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-def _optional_list(obj: dict[str, Any], key: str, where: str) -> list[Any] | None:
-    """The list at `key`, or None when absent (JSON null counts as absent: the array is added whole)."""
+def _optional(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """The list/map at `key`, or None when absent (JSON null counts as absent: it is added whole)."""
     value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise MalformedPod(f"{where} must be a list")
-    return value
+    return None if value is None else _field(obj, key, kind, where)
+
+
+def _optional_list(obj: dict[str, Any], key: str, where: str) -> list[Any] | None:
+    return _optional(obj, key, list, where)
 
 
 def _optional_map(obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise MalformedPod(f"{where} must be an object")
-    return value
+    return _optional(obj, key, dict, where)
 
 
 def _image_reference(volume: dict[str, Any]) -> str | None:
