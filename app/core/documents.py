@@ -330,16 +330,9 @@ else:  # pragma: no cover - PyYAML built without libyaml
             _JsonCompatibleConstructor.__init__(self)
             _JsonCompatibleResolver.__init__(self)
 
-    class _TrustedLoader(  # type: ignore[no-redef]
-        _JsonCompatibleConstructor, Reader, Scanner, Parser, Composer, _JsonCompatibleResolver
-    ):
-        def __init__(self, stream: str) -> None:
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
-            Composer.__init__(self)
-            _JsonCompatibleConstructor.__init__(self)
-            _JsonCompatibleResolver.__init__(self)
+    # Without libyaml there is no fast path to keep: the guarded loader reads admin files too (so
+    # they may not use anchors there either).
+    _TrustedLoader = _UntrustedLoader  # type: ignore[misc]
 
 
 def _load_yaml(text: str) -> list[Any]:

@@ -154,7 +154,7 @@ async def run_servers(settings: Settings, state: ServiceState, tls: ReloadingTLS
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(RuntimeError):  # not the main thread (embedded): no signals
             loop.add_signal_handler(sig, stop)
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     asyncio.create_task(_log_ready(state, started))
