@@ -26,6 +26,17 @@ CONVERGENCE_SECONDS = 5.0
 LIST_PATH = f"/apis/agent.kagenti.dev/v1alpha1/{AGENTRUNTIME_PLURAL}"
 
 
+# A kubeconfig for the stand-in (format with url=server.url), as `serve --kubeconfig` reads it.
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{{name: standin, cluster: {{server: "{url}"}}}}]
+users: [{{name: tester, user: {{token: not-a-secret}}}}]
+contexts: [{{name: standin, context: {{cluster: standin, user: tester}}}}]
+current-context: standin
+"""
+
+
 def api_client_for(server: StandInApiServer) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(kubernetes.client.Configuration(host=server.url))
 

@@ -32,6 +32,7 @@ from tests.informer_harness import (  # noqa: F401 (fixtures: server, metrics, m
     metrics,
     server,
     CONVERGENCE_SECONDS,
+    KUBECONFIG,
     RecordedMetrics,
     assert_converges,
     informer_factory,
@@ -222,16 +223,7 @@ def test_server_version_raises_on_an_answer_that_is_not_a_version(server, make_i
 
 def test_make_api_client_reads_a_kubeconfig(server, tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        f"""
-apiVersion: v1
-kind: Config
-clusters: [{{name: standin, cluster: {{server: "{server.url}"}}}}]
-users: [{{name: tester, user: {{token: not-a-secret}}}}]
-contexts: [{{name: standin, context: {{cluster: standin, user: tester}}}}]
-current-context: standin
-"""
-    )
+    kubeconfig.write_text(KUBECONFIG.format(url=server.url))
     before = kubeconfig.read_text()
     informer = KubeInformerSource(AgentRuntimeIndex(), api_client=make_api_client(kubeconfig))
     assert informer.server_version() == (1, 33)

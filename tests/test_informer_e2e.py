@@ -25,17 +25,9 @@ from app.service.server import build_state
 from app.service.settings import Settings
 from app.sources.kube import KubeInformerSource
 from tests.apiserver_standin import StandInApiServer, agentruntime, version_info
-from tests.informer_harness import running_standin, wait_until
+from tests.informer_harness import KUBECONFIG, running_standin, wait_until
 
 SAMPLE_POD = Path(__file__).resolve().parent.parent / "manifests" / "samples" / "pod.yaml"
-KUBECONFIG = """
-apiVersion: v1
-kind: Config
-clusters: [{{name: standin, cluster: {{server: "{url}"}}}}]
-users: [{{name: tester, user: {{token: not-a-secret}}}}]
-contexts: [{{name: standin, context: {{cluster: standin, user: tester}}}}]
-current-context: standin
-"""
 SKILL = {"name": "resume-reviewer", "image": "ghcr.io/example/resume-reviewer:v1", "mountPath": "/skills/review"}
 
 

@@ -12,8 +12,7 @@ import httpx
 
 from app.service.certs import write_cert_bundle
 from tests.apiserver_standin import agentruntime
-from tests.informer_harness import running_standin
-from tests.test_informer_e2e import KUBECONFIG
+from tests.informer_harness import KUBECONFIG, running_standin
 from tests.test_serve_process import SAMPLE_REVIEW_BYTES, serving
 
 SKILL = {"name": "live-skill", "image": "ghcr.io/example/live-skill:v1", "mountPath": "/skills/live"}

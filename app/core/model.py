@@ -73,9 +73,6 @@ class Skill(BaseModel):
     def volume_name(self) -> str:  # cached: read several times per admission on the hot path
         return volume_name(self.name)
 
-    @property
-    def extra_fields(self) -> list[str]:
-        return sorted(self.model_extra or {})
 
 
 class TargetRef(BaseModel):

@@ -9,7 +9,6 @@ second call on the patched pod (reinvocation) return an empty patch.
 from __future__ import annotations
 
 import json
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,8 @@ from .model import (
     AgentRuntime,
     Skill,
 )
+# Mutation and validation must agree on when two mount paths are the same ("//a/./b/" is "/a/b").
+from .validation.paths import normalise as normalize_mount_path
 
 Operation = dict[str, Any]
 
@@ -51,12 +52,6 @@ def compact_json(value: Any) -> str:
 def escape_pointer(segment: str) -> str:
     """One JSON Pointer segment (RFC 6901): "~" and "/" must be escaped, in that order."""
     return segment.replace("~", "~0").replace("/", "~1")
-
-
-def normalize_mount_path(path: str) -> str:
-    """Compare mount paths as the kernel would: "//a/./b/" is "/a/b"."""
-    normal = posixpath.normpath(path) if path else path
-    return "/" + normal.lstrip("/") if normal.startswith("//") else normal
 
 
 def volume_for(skill: Skill) -> dict[str, Any]:

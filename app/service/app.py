@@ -41,10 +41,6 @@ log = logging.getLogger(ADMISSION_LOGGER)
 Decide = Callable[[AdmissionRequest], AdmissionDecision]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 @dataclass
 class ServiceState:
     """Everything the request handlers read; built once by `serve` (or a test)."""
@@ -216,6 +212,7 @@ def _log_admission(endpoint: str, request: AdmissionRequest, decision: Admission
         "endpoint": endpoint,
         "uid": request.uid,
         "operation": request.operation,
+        "dryRun": request.dry_run,
         "kind": request.kind,
         "namespace": request.namespace,
         "name": request.name or meta.get("name") or meta.get("generateName") or "",

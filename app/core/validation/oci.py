@@ -113,15 +113,6 @@ def parse_reference(text: str) -> ImageReference:
     return ImageReference(registry, path, tag, digest if at else None)
 
 
-def check_reference(text: str) -> str | None:
-    """None when `text` is a valid reference, else the reason it is not."""
-    try:
-        parse_reference(text)
-    except InvalidImageReference as problem:
-        return str(problem)
-    return None
-
-
 def is_pinned(reference: str | ImageReference) -> bool:
     """True when the reference names its content by digest (a tag can be moved, a digest cannot)."""
     if isinstance(reference, str):
