@@ -19,6 +19,7 @@ import binascii
 import copy
 import json
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -265,10 +266,10 @@ def _json_or_none(data: bytes) -> Any:
 
 def strict_json_or_none(data: bytes) -> Any:
     """The body read as I-JSON (RFC 7493), what the API server sends and /mutate promises to take:
-    UTF-8, no lone surrogates, no NaN/Infinity, integers within 64 bits. Anything else may get a 400."""
+    UTF-8, no lone surrogates, no NaN/Infinity, numbers within double range, integers within 64 bits. Anything else may get a 400."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, parse_constant=_refuse, parse_int=_int64)
+        value = json.loads(text, parse_constant=_refuse, parse_int=_int64, parse_float=_finite)
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate escape
         return value
     except (ValueError, RecursionError, UnicodeError):
@@ -277,6 +278,13 @@ def strict_json_or_none(data: bytes) -> Any:
 
 def _refuse(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: beyond IEEE double, which I-JSON does not allow
+        raise ValueError("number beyond double precision")
+    return value
 
 
 def _int64(text: str) -> int:
