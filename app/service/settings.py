@@ -5,12 +5,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
+from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain, check_domain
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a Go/Kubernetes duration ("500ms", "1m30s", "1h") or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m or 1h, or a number of seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not text or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f'"{text}" is not a duration such as 500ms, 30s, 5m or 1h') from None
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError("must be a finite duration of zero or more")
+    return seconds
+
+
+# Seconds, written as a duration or a number.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """The entries of a comma-separated setting, trimmed, empty ones dropped."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 class Settings(BaseSettings):
@@ -43,6 +79,37 @@ class Settings(BaseSettings):
     )
     kubeconfig: Path | None = Field(None, description="kubeconfig for the informer (implies --source kube under auto)")
     agentruntime_api: str = Field(DEFAULT_AGENTRUNTIME_API, description="group/version of AgentRuntime to read")
+    domain: str = Field(
+        DEFAULT_DOMAIN_PREFIX, description="prefix of every label and annotation read or written (rossoctl.io for rossoctl)"
+    )
+    # Skill changes reaching running pods (README "When skills change").
+    reconcile: Literal["auto", "off", "report", "evict"] = Field(
+        "auto", description="stale-pod reconciler: off, report, evict; auto is report with the kube source, off with files"
+    )
+    event_interval: Duration = Field(600.0, description="at most one SkillsChanged Event per AgentRuntime per this long")
+    rollout_timeout: Duration = Field(300.0, description="evict: wait this long for a replacement pod to be Ready")
+    leader_election_namespace: str = Field(
+        "", description="namespace of the reconciler's Lease (default: the pod's own namespace, else skill-webhook)"
+    )
+    leader_election_lease_name: str = Field("skill-webhook-reconciler", description="name of the reconciler's Lease")
+    leader_election_identity: str = Field("", description="this replica's identity in the Lease (default: hostname)")
+    lease_duration: Duration = Field(15.0, description="leader election: how long a Lease is valid")
+    renew_deadline: Duration = Field(10.0, description="leader election: the leader gives up if it cannot renew in this")
+    retry_period: Duration = Field(2.0, description="leader election: time between attempts to acquire or renew")
+    # The skill supply chain (README "Skill images and registries").
+    resolve_interval: Duration = Field(300.0, description="re-resolve skill image tags this often (0: resolver off)")
+    resolve_concurrency: int = Field(8, ge=1, le=64, description="registry requests in flight at once")
+    resolve_timeout: Duration = Field(5.0, description="timeout of one registry request")
+    registry_auth: Path | None = Field(None, description="docker config.json with registry credentials (reloaded on change)")
+    registry_ca: Path | None = Field(None, description="PEM CA bundle trusted for registries, besides the system's")
+    insecure_registries: str = Field("", description="comma-separated registries reached over plain HTTP")
+    pin_digests: Literal["off", "on", "required"] = Field(
+        "off", description="inject <repo>:<tag>@<digest>: on (when known), required (deny 503 while unknown), off"
+    )
+    verify_signatures: Literal["off", "warn", "enforce"] = Field(
+        "off", description="cosign key-based signatures of skill images: off, warn, enforce"
+    )
+    cosign_key: str = Field("", description="comma-separated PEM public key files for --verify-signatures")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="log format")
     backlog: int = Field(2048, ge=1, description="listen backlog of the HTTPS socket")
@@ -54,13 +121,36 @@ class Settings(BaseSettings):
             raise ValueError('must be "<group>/<version>", e.g. agent.kagenti.dev/v1alpha1')
         return value
 
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return check_domain(value)
+
+    @property
+    def names(self) -> Domain:
+        return Domain(self.domain)
+
     @property
     def sidecars(self) -> frozenset[str]:
-        return frozenset(n.strip() for n in self.sidecar_names.split(",") if n.strip())
+        return frozenset(split_list(self.sidecar_names))
 
     @property
     def registries(self) -> tuple[str, ...]:
-        return tuple(r.strip() for r in self.registry_allow.split(",") if r.strip())
+        return split_list(self.registry_allow)
+
+    @property
+    def insecure(self) -> tuple[str, ...]:
+        return split_list(self.insecure_registries)
+
+    @property
+    def cosign_keys(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in split_list(self.cosign_key))
+
+    def resolved_reconcile(self) -> Literal["off", "report", "evict"]:
+        """--reconcile auto: report with the kube source (there are pods to watch), off with files."""
+        if self.reconcile != "auto":
+            return self.reconcile
+        return "report" if self.resolved_source() == "kube" else "off"
 
     def in_cluster(self) -> bool:
         return SERVICE_ACCOUNT_TOKEN.exists()
