@@ -210,3 +210,53 @@ def test_the_cache_keeps_only_what_admission_reads() -> None:
     dumped = cached.model_dump()
     assert "managedFields" not in dumped["metadata"] and "annotations" not in dumped["metadata"]
     assert "identity" not in dumped["spec"] and "status" not in dumped
+
+
+# -- readers never see half an update --------------------------------------------------------------
+
+
+def test_lookups_never_miss_while_an_agentruntime_is_replaced_concurrently():
+    """The informer thread applies MODIFIED events while the event loop answers admissions. A reader
+    must find the AgentRuntime in every lookup, whichever version: a miss admits a pod without skills.
+    (The defect: upsert unlinked the old version, then linked the new one.)"""
+    import sys
+    import threading
+
+    index = index_of(runtime("rt", skills=[skill("s")]), runtime("other", target="other-agent"))
+    versions = [runtime("rt", skills=[skill("s", image=f"ghcr.io/example/s:v{i}")]) for i in range(200)]
+    stop = threading.Event()
+    writes = 0
+
+    def writer() -> None:
+        nonlocal writes
+        while not stop.is_set() and writes < 20_000:
+            index.upsert(versions[writes % len(versions)])
+            writes += 1
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to hit every window there is
+    thread = threading.Thread(target=writer)
+    misses = lookups = 0
+    try:
+        thread.start()
+        while thread.is_alive() and lookups < 200_000:
+            found = index.lookup(NAMESPACE, [DEPLOYMENT, REPLICA_SET])
+            lookups += 1
+            if found.runtime is None or found.runtime.metadata.name != "rt" or found.shadowed:
+                misses += 1
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(previous)
+    assert writes > 1000 and lookups > 1000
+    assert misses == 0, f"{misses} of {lookups} lookups saw half an update"
+
+
+def test_a_runtime_moving_to_another_workload_is_found_at_one_of_them():
+    index = index_of(runtime("rt", target="a"))
+    moved = runtime("rt", target="b")
+    index.upsert(moved)
+    assert index.lookup(NAMESPACE, [WorkloadRef("apps", "Deployment", "a")]) is NO_MATCH
+    assert index.lookup(NAMESPACE, [WorkloadRef("apps", "Deployment", "b")]).runtime is moved
+    assert index.delete(NAMESPACE, "rt") is moved
+    assert index.lookup(NAMESPACE, [WorkloadRef("apps", "Deployment", "b")]) is NO_MATCH

@@ -5,6 +5,7 @@ down on its own, including the exact op paths (whole array/map vs append, JSON P
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import jsonpatch
@@ -97,7 +98,11 @@ def test_bare_pod_gets_whole_arrays_and_maps():
             SKILLS_ANNOTATION: '["alpha","beta"]',
             INJECTED_ANNOTATION: json.dumps(
                 {"agentRuntime": "rt", "container": "agent", "skills": {
-                    "alpha": "ghcr.io/example/skills/alpha:v1", "beta": "ghcr.io/example/skills/beta:v1"}},
+                    "alpha": "ghcr.io/example/skills/alpha:v1", "beta": "ghcr.io/example/skills/beta:v1"},
+                 "fingerprint": _fingerprint([
+                     {"name": "alpha", "image": "ghcr.io/example/skills/alpha:v1", "mountPath": "/agent/skills/alpha"},
+                     {"name": "beta", "image": "ghcr.io/example/skills/beta:v1", "mountPath": "/agent/skills/beta",
+                      "pullPolicy": "Always"}])},
                 separators=(",", ":"),
             ),
         }},
@@ -336,7 +341,56 @@ def test_injected_record_says_exactly_what_was_injected():
         "agentRuntime": "rt",
         "container": "main",
         "skills": {"alpha": "ghcr.io/example/skills/alpha:v1", "beta": "ghcr.io/example/skills/beta:v1"},
+        "fingerprint": _fingerprint([
+            {"name": "alpha", "image": "ghcr.io/example/skills/alpha:v1", "mountPath": "/agent/skills/alpha"},
+            {"name": "beta", "image": "ghcr.io/example/skills/beta:v1", "mountPath": "/agent/skills/beta",
+             "pullPolicy": "Always"},
+        ]),
     }
+
+
+def _fingerprint(entries: list[dict]) -> str:
+    """The record's fingerprint, computed here from its definition rather than by the code under test."""
+    canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"image": "ghcr.io/example/skills/alpha:v2"},
+        {"mountPath": "/agent/skills/other"},
+        {"pullPolicy": "IfNotPresent"},
+    ],
+    ids=["image", "mountPath", "pullPolicy"],
+)
+def test_every_change_of_a_skill_changes_the_fingerprint(change):
+    def record(skills):
+        the_pod = deployment_pod(container("agent"))
+        patched = apply_and_recheck(the_pod, _mutate(the_pod, _index(skills)), _index(skills))
+        return json.loads(patched["metadata"]["annotations"][INJECTED_ANNOTATION])
+
+    before = record(SKILLS)
+    after = record([{**SKILLS[0], **change}, *SKILLS[1:]])
+    assert before["fingerprint"] != after["fingerprint"]
+    if "image" not in change:  # the skills map alone could not see this change
+        assert before["skills"] == after["skills"]
+
+
+def test_volume_device_at_a_skill_mount_path_is_a_409():
+    the_pod = deployment_pod(container("agent", volumeDevices=[{"name": "raw", "devicePath": "/agent/skills/alpha/"}]))
+    decision = _mutate(the_pod)
+    assert not decision.allowed and decision.code == 409 and decision.reason == "Conflict"
+    for part in ('AgentRuntime "rt"', 'skill "alpha"', "/agent/skills/alpha", 'volumeDevice "raw"'):
+        assert part in decision.message
+
+
+def test_volume_device_elsewhere_or_in_a_sidecar_is_no_conflict():
+    the_pod = deployment_pod(
+        container("agent", volumeDevices=[{"name": "raw", "devicePath": "/dev/xvda"}]),
+        container("envoy-proxy", volumeDevices=[{"name": "raw2", "devicePath": "/agent/skills/alpha"}]),
+    )
+    assert _mutate(the_pod).allowed
 
 
 def test_stale_injected_record_is_replaced():

@@ -76,19 +76,31 @@ class AgentRuntimeIndex:
 
     # -- writes (source thread) ------------------------------------------------------------------
 
-    def upsert(self, runtime: AgentRuntime) -> None:
+    def upsert(self, runtime: AgentRuntime) -> AgentRuntime | None:
+        """Add or replace one AgentRuntime; returns the version it replaced.
+
+        Readers never lock, so every change is published by single assignments, each leaving a state a
+        lookup may see: the target entry is replaced by a new tuple in one assignment (never "unlink
+        the old version, then link the new one", between which a lookup would find nothing and admit a
+        pod without its skills). A runtime that moves to another workload is linked at the new target
+        before it is unlinked from the old one, so each target answers either the old or the new truth.
+        """
         with self._lock:
             old = self._by_key.get(runtime.key)
-            if old is not None:
-                self._unlink(old)
+            new_target, old_target = _target_key(runtime), _target_key(old) if old is not None else None
+            if new_target is not None:
+                self._by_target[new_target] = _with(self._by_target.get(new_target, ()), runtime)
             self._by_key[runtime.key] = runtime
-            self._link(runtime)
+            if old_target is not None and old_target != new_target:
+                self._set_target(old_target, _without(self._by_target.get(old_target, ()), old.key))
+            return old
 
     def delete(self, namespace: str, name: str) -> AgentRuntime | None:
         with self._lock:
             old = self._by_key.pop((namespace, name), None)
-            if old is not None:
-                self._unlink(old)
+            target = _target_key(old) if old is not None else None
+            if target is not None:
+                self._set_target(target, _without(self._by_target.get(target, ()), old.key))
             return old
 
     def replace_all(self, runtimes: Iterable[AgentRuntime]) -> None:
@@ -104,22 +116,21 @@ class AgentRuntimeIndex:
             self._by_key = by_key
             self._by_target = frozen
 
-    def _link(self, runtime: AgentRuntime) -> None:
-        target = _target_key(runtime)
-        if target is None:
-            return
-        current = self._by_target.get(target, ())
-        self._by_target[target] = tuple(sorted((*current, runtime), key=lambda r: r.age_key))
-
-    def _unlink(self, runtime: AgentRuntime) -> None:
-        target = _target_key(runtime)
-        if target is None:
-            return
-        remaining = tuple(r for r in self._by_target.get(target, ()) if r.key != runtime.key)
-        if remaining:
-            self._by_target[target] = remaining
+    def _set_target(self, target: TargetKey, runtimes: tuple[AgentRuntime, ...]) -> None:
+        if runtimes:
+            self._by_target[target] = runtimes
         else:
             self._by_target.pop(target, None)
+
+
+def _with(current: tuple[AgentRuntime, ...], runtime: AgentRuntime) -> tuple[AgentRuntime, ...]:
+    """`current` with `runtime` in place of any version of it, oldest first."""
+    kept = [r for r in current if r.key != runtime.key]
+    return tuple(sorted((*kept, runtime), key=lambda r: r.age_key))
+
+
+def _without(current: tuple[AgentRuntime, ...], key: tuple[str, str]) -> tuple[AgentRuntime, ...]:
+    return tuple(r for r in current if r.key != key)
 
 
 def _target_key(runtime: AgentRuntime) -> TargetKey | None:

@@ -5,18 +5,13 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from .names import DEFAULT_DOMAIN, Domain
 
 DEFAULT_AGENTRUNTIME_API = "agent.kagenti.dev/v1alpha1"
 AGENTRUNTIME_KIND = "AgentRuntime"
 
-# Pod metadata this project reads or writes.
-ANNOTATION_SKILLS = "kagenti.io/skills"
-ANNOTATION_SKILLS_INJECTED = "kagenti.io/skills-injected"
-ANNOTATION_AGENT_CONTAINER = "kagenti.io/agent-container"
-ANNOTATION_DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
-LABEL_SKILLS_INJECT = "kagenti.io/skills-inject"
-LABEL_POD_TEMPLATE_HASH = "pod-template-hash"
 ENV_SKILL_FOLDERS = "SKILL_FOLDERS"
 VOLUME_PREFIX = "skill-"
 
@@ -118,6 +113,19 @@ class ObjectMeta(BaseModel):
 class AgentRuntime(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
+    # Set by `app.core.cache.cached_runtime`: the problems the validating webhook would have refused
+    # this object for (it may have been stored before the webhook existed, or read from a file).
+    # Private, so no field of the object itself can set it.
+    _problems: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self._problems
+
+    def with_problems(self, problems: tuple[str, ...]) -> "AgentRuntime":
+        object.__setattr__(self, "_problems", problems)
+        return self
+
     apiVersion: str = DEFAULT_AGENTRUNTIME_API
     kind: str = AGENTRUNTIME_KIND
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
@@ -141,15 +149,27 @@ class AgentRuntime(BaseModel):
     def from_object(cls, obj: dict[str, Any]) -> "AgentRuntime":
         return cls.model_validate(obj)
 
+    def annotation(self, key: str) -> str | None:
+        annotations = (self.metadata.model_extra or {}).get("annotations")
+        value = annotations.get(key) if isinstance(annotations, dict) else None
+        return value if isinstance(value, str) else None
+
     @classmethod
-    def for_cache(cls, obj: dict[str, Any]) -> "AgentRuntime":
-        """The AgentRuntime with only what admission reads: managedFields, labels, annotations
-        (kubectl's last-applied copy doubles every object) and unknown spec fields stay out of the
-        cache, which holds every AgentRuntime of the cluster."""
+    def for_cache(cls, obj: dict[str, Any], domain: Domain = DEFAULT_DOMAIN, skills: Any = None) -> "AgentRuntime":
+        """The AgentRuntime with only what admission and the reconciler read: managedFields, labels,
+        other annotations (kubectl's last-applied copy doubles every object) and unknown spec fields
+        stay out of the cache, which holds every AgentRuntime of the cluster. `skills`, when given,
+        replaces spec.skills (the list decoded from the `<domain>/skill-images` annotation)."""
         metadata = obj.get("metadata")
         spec = obj.get("spec")
         kept_meta = {k: metadata[k] for k in _CACHED_METADATA if k in metadata} if isinstance(metadata, dict) else metadata
+        if isinstance(metadata, dict) and isinstance(metadata.get("annotations"), dict):
+            rollout = metadata["annotations"].get(domain.skills_rollout)
+            if rollout is not None:
+                kept_meta["annotations"] = {domain.skills_rollout: rollout}
         kept_spec = {k: spec[k] for k in _CACHED_SPEC if k in spec} if isinstance(spec, dict) else spec
+        if skills is not None:
+            kept_spec = {**(kept_spec if isinstance(kept_spec, dict) else {}), "skills": skills}
         trimmed: dict[str, Any] = {"apiVersion": obj.get("apiVersion", DEFAULT_AGENTRUNTIME_API),
                                    "kind": obj.get("kind", AGENTRUNTIME_KIND)}
         if kept_meta is not None:

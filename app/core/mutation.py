@@ -1,4 +1,5 @@
-"""The /mutate decision for one pod: match, choose the container, build the patch (SPEC §3, §4)."""
+"""The /mutate decision for one pod: match, re-check, choose the container, build the patch
+(README "What the mutating webhook does")."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 from .admission import AdmissionDecision, AdmissionRequest
 from .container import AgentContainerNotFound, choose_agent_container
 from .index import AgentRuntimeIndex
-from .model import DEFAULT_SIDECAR_NAMES, LABEL_SKILLS_INJECT
+from .injection import read_injected_record
+from .model import DEFAULT_SIDECAR_NAMES
+from .names import DEFAULT_DOMAIN, Domain
 from .patch import MalformedPod, SkillConflict, build_skill_patch
+from .skill_images import SupplyPlan, plan_supply
 from .workload import resolve_workload
 
 NOT_SYNCED_MESSAGE = "skill cache not synchronized yet; retry shortly"
@@ -23,6 +27,10 @@ class MutationOptions:
     # silently and the pod would claim skills it does not have.
     image_volumes: bool = True
     image_volumes_reason: str = ""
+    domain: Domain = DEFAULT_DOMAIN
+    # What the registry resolver knows (digests, mountability, signatures) and what to do with it;
+    # None: the resolver is off and images are injected as written.
+    supply: SupplyPlan | None = None
 
 
 def review_pod(request: AdmissionRequest, index: AgentRuntimeIndex, options: MutationOptions) -> AdmissionDecision:
@@ -43,7 +51,8 @@ def mutate_pod(
     """Decide what to do to `pod` (created in `namespace`); the patch is relative to `pod` as given."""
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
-    if labels.get(LABEL_SKILLS_INJECT) == "disabled":
+    domain = options.domain
+    if labels.get(domain.skills_inject_label) == "disabled":
         return AdmissionDecision(outcome="opted-out")
     if not index.synced.is_set():
         return _denied(503, NOT_SYNCED_MESSAGE, "ServiceUnavailable", "not-synced")
@@ -54,6 +63,16 @@ def mutate_pod(
     if runtime is None:
         return AdmissionDecision(outcome="no-match")
     decision = AdmissionDecision(runtime=runtime.metadata.name, warnings=match.warnings)
+    if runtime.problems:
+        # Stored before the validating webhook existed, while it was down, or read from a file: its
+        # pods get nothing of it rather than a mount at /proc or an image outside the allow-list.
+        return _denied(
+            422,
+            f'AgentRuntime "{runtime.metadata.name}" is invalid: ' + "; ".join(runtime.problems),
+            "Invalid",
+            "invalid-agentruntime",
+            decision,
+        )
     skills = runtime.spec.skills
     if not skills:
         decision.outcome = "no-skills"
@@ -72,9 +91,21 @@ def mutate_pod(
         return _deny_malformed(decision, "spec.containers must be a non-empty list of containers")
     names = [c.get("name") if isinstance(c.get("name"), str) else "" for c in containers]
     annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    record = read_injected_record(annotations.get(domain.skills_injected))
+    supply = plan_supply(options.supply, skills)
+    decision.warnings += supply.warnings
+    if supply.denial is not None:
+        code, reason, message = supply.denial
+        return _denied(code, f'AgentRuntime "{runtime.metadata.name}": {message}', reason, "supply-denied", decision)
     try:
-        position = choose_agent_container(names, annotations, options.sidecar_names)
-        patch = build_skill_patch(pod, runtime, position if position is not None else 0)
+        choice = choose_agent_container(
+            names, annotations, options.sidecar_names, domain, record.container if record else None
+        )
+        decision.warnings += choice.warnings
+        patch = build_skill_patch(
+            pod, runtime, choice.position, domain=domain,
+            references=supply.references, skills_metadata=supply.metadata,
+        )
     except AgentContainerNotFound as err:
         return _deny_conflict(decision, f'AgentRuntime "{runtime.metadata.name}": {err}')
     except SkillConflict as err:

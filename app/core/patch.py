@@ -1,4 +1,4 @@
-"""Building the JSON patch that mounts an AgentRuntime's skills into a pod (SPEC §4).
+"""Building the JSON patch that mounts an AgentRuntime's skills into a pod (README "What the mutating webhook does").
 
 Pure functions over the pod dict as the API server sent it. Every operation is computed against
 that exact object, so the patch applies cleanly: whole arrays/maps are added where they are absent,
@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
-from .model import (
-    ANNOTATION_SKILLS,
-    ANNOTATION_SKILLS_INJECTED,
-    ENV_SKILL_FOLDERS,
-    AgentRuntime,
-    Skill,
-)
+from .injection import InjectedSkill, injected_record
+from .model import ENV_SKILL_FOLDERS, AgentRuntime, volume_name
+from .names import DEFAULT_DOMAIN, Domain
 # Mutation and validation must agree on when two mount paths are the same ("//a/./b/" is "/a/b").
 from .validation.paths import normalise as normalize_mount_path
 
@@ -54,28 +50,32 @@ def escape_pointer(segment: str) -> str:
     return segment.replace("~", "~0").replace("/", "~1")
 
 
-def volume_for(skill: Skill) -> dict[str, Any]:
+def volume_for(skill: InjectedSkill) -> dict[str, Any]:
     image: dict[str, Any] = {"reference": skill.image}
     if skill.pullPolicy:
         image["pullPolicy"] = skill.pullPolicy
-    return {"name": skill.volume_name, "image": image}
+    return {"name": volume_name(skill.name), "image": image}
 
 
-def mount_for(skill: Skill) -> dict[str, Any]:
-    return {"name": skill.volume_name, "mountPath": skill.mountPath, "readOnly": True}
+def mount_for(skill: InjectedSkill) -> dict[str, Any]:
+    return {"name": volume_name(skill.name), "mountPath": skill.mountPath, "readOnly": True}
 
 
-def injected_record(runtime: AgentRuntime, container: str) -> dict[str, Any]:
-    return {
-        "agentRuntime": runtime.metadata.name,
-        "container": container,
-        "skills": {s.name: s.image for s in runtime.spec.skills},
-    }
-
-
-def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_index: int) -> SkillPatch:
+def build_skill_patch(
+    pod: dict[str, Any],
+    runtime: AgentRuntime,
+    container_index: int,
+    *,
+    domain: Domain = DEFAULT_DOMAIN,
+    references: Mapping[str, str] | None = None,
+    skills_metadata: Mapping[str, Mapping[str, str]] | None = None,
+) -> SkillPatch:
     """The patch that gives the container at `container_index` the skills of `runtime`.
 
+    `references` maps a skill name to the image reference to inject instead of the one written
+    (a digest-pinned `<repo>:<tag>@<digest>`); a volume already there with either reference is kept,
+    and the record names the one the pod really has. `skills_metadata` is written as the
+    `<domain>/skills-metadata` annotation when not empty.
     Raises SkillConflict (naming the AgentRuntime, the skill and what collided) or MalformedPod.
     """
     spec = _field(pod, "spec", dict, "spec")
@@ -84,6 +84,7 @@ def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_inde
     if not isinstance(container, dict):
         raise MalformedPod(f"spec.containers[{container_index}] must be an object")
     skills = runtime.spec.skills
+    refs = references or {}
     result = SkillPatch()
     where = f'AgentRuntime "{runtime.metadata.name}"'
 
@@ -91,13 +92,18 @@ def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_inde
     volumes = _optional_list(spec, "volumes", "spec.volumes")
     present = {v["name"]: v for v in volumes or () if isinstance(v, dict) and isinstance(v.get("name"), str)}
     new_volumes: list[dict[str, Any]] = []
+    injected: list[InjectedSkill] = []
     for skill in skills:
+        wanted = refs.get(skill.name, skill.image)
         existing = present.get(skill.volume_name)
         if existing is None:
-            volume = volume_for(skill)
+            entry = InjectedSkill(skill.name, wanted, skill.mountPath, skill.pullPolicy)
+            volume = volume_for(entry)
             new_volumes.append(volume)
             present[skill.volume_name] = volume
-        elif _image_reference(existing) != skill.image:
+        elif (reference := _image_reference(existing)) in (wanted, skill.image):
+            entry = InjectedSkill(skill.name, reference, skill.mountPath, skill.pullPolicy)
+        else:
             holder = (
                 "another skill of the same name already uses"  # only when validation was bypassed
                 if any(existing is v for v in new_volumes)
@@ -105,30 +111,44 @@ def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_inde
             )
             raise SkillConflict(
                 f'{where}: skill "{skill.name}": {holder} a volume "{skill.volume_name}" '
-                f"with another source ({_describe_source(existing)}), not image {skill.image}"
+                f"with another source ({_describe_source(existing)}), not image {wanted}"
             )
+        injected.append(entry)
     result.operations += _append_all("/spec/volumes", volumes, new_volumes)
 
     # 2. mounts, agent container only
     base = f"/spec/containers/{container_index}"
     field_base = f"spec.containers[{container_index}]"
+    container_name = container.get("name")
     mounts = _optional_list(container, "volumeMounts", f"{field_base}.volumeMounts")
     by_path = {
         normalize_mount_path(m.get("mountPath", "")): m.get("name")
         for m in mounts or ()
         if isinstance(m, dict) and isinstance(m.get("mountPath"), str)
     }
+    # A block device at a skill's path: the API server would refuse the pod with a message that names
+    # neither the AgentRuntime nor the skill, so say it here.
+    devices = {
+        normalize_mount_path(d["devicePath"]): d.get("name")
+        for d in _optional_list(container, "volumeDevices", f"{field_base}.volumeDevices") or ()
+        if isinstance(d, dict) and isinstance(d.get("devicePath"), str)
+    }
     new_mounts: list[dict[str, Any]] = []
-    for skill in skills:
-        path = normalize_mount_path(skill.mountPath)
+    for entry in injected:
+        path = normalize_mount_path(entry.mountPath)
+        if path in devices:
+            raise SkillConflict(
+                f'{where}: skill "{entry.name}": mountPath {entry.mountPath} in container '
+                f'"{container_name}" is already the devicePath of volumeDevice "{devices[path]}"'
+            )
         holder = by_path.get(path)
         if holder is None:
-            new_mounts.append(mount_for(skill))
-            by_path[path] = skill.volume_name
-        elif holder != skill.volume_name:
+            new_mounts.append(mount_for(entry))
+            by_path[path] = volume_name(entry.name)
+        elif holder != volume_name(entry.name):
             raise SkillConflict(
-                f'{where}: skill "{skill.name}": mountPath {skill.mountPath} in container '
-                f'"{container.get("name")}" is already taken by volume "{holder}"'
+                f'{where}: skill "{entry.name}": mountPath {entry.mountPath} in container '
+                f'"{container_name}" is already taken by volume "{holder}"'
             )
     result.operations += _append_all(f"{base}/volumeMounts", mounts, new_mounts)
 
@@ -137,7 +157,8 @@ def build_skill_patch(pod: dict[str, Any], runtime: AgentRuntime, container_inde
     result.operations += _skill_folders_ops(container, base, field_base, paths, result.warnings)
 
     # 4 + 5. annotations
-    result.operations += _annotation_ops(pod, runtime, str(container.get("name", "")), result.warnings)
+    record = injected_record(runtime.metadata.name, str(container.get("name", "")), tuple(injected))
+    result.operations += _annotation_ops(pod, domain, [s.name for s in skills], record, skills_metadata, result.warnings)
     return result
 
 
@@ -188,16 +209,23 @@ def _skill_folders_var(paths: list[str]) -> dict[str, Any]:
 
 
 def _annotation_ops(
-    pod: dict[str, Any], runtime: AgentRuntime, container: str, warnings: list[str]
+    pod: dict[str, Any],
+    domain: Domain,
+    names: list[str],
+    record: dict[str, Any],
+    skills_metadata: Mapping[str, Mapping[str, str]] | None,
+    warnings: list[str],
 ) -> list[Operation]:
     metadata = pod.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise MalformedPod("metadata must be an object")
     annotations = _optional_map(metadata or {}, "annotations", "metadata.annotations")
-    names = [s.name for s in runtime.spec.skills]
-    skills_value = compact_json(_merge_names(annotations or {}, names, warnings))
-    injected_value = compact_json(injected_record(runtime, container))
-    wanted = {ANNOTATION_SKILLS: skills_value, ANNOTATION_SKILLS_INJECTED: injected_value}
+    wanted = {
+        domain.skills: compact_json(_merge_names(annotations or {}, domain.skills, names, warnings)),
+        domain.skills_injected: compact_json(record),
+    }
+    if skills_metadata:
+        wanted[domain.skills_metadata] = compact_json(skills_metadata)
     if metadata is None:
         return [{"op": "add", "path": "/metadata", "value": {"annotations": wanted}}]
     if annotations is None:
@@ -209,8 +237,8 @@ def _annotation_ops(
     ]
 
 
-def _merge_names(annotations: dict[str, Any], names: list[str], warnings: list[str]) -> list[str]:
-    raw = annotations.get(ANNOTATION_SKILLS)
+def _merge_names(annotations: dict[str, Any], key: str, names: list[str], warnings: list[str]) -> list[str]:
+    raw = annotations.get(key)
     existing: list[str] = []
     if raw is not None:
         try:
@@ -220,7 +248,7 @@ def _merge_names(annotations: dict[str, Any], names: list[str], warnings: list[s
         if isinstance(parsed, list) and all(isinstance(n, str) for n in parsed):
             existing = parsed
         else:
-            warnings.append(f"annotation {ANNOTATION_SKILLS} was not a JSON array of names; replaced")
+            warnings.append(f"annotation {key} was not a JSON array of names; replaced")
     merged = list(dict.fromkeys(existing))
     merged += [n for n in names if n not in merged]
     return merged

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import LABEL_POD_TEMPLATE_HASH, WorkloadRef, api_group
+from .model import WorkloadRef, api_group
+from .names import LABEL_POD_TEMPLATE_HASH
 
 APPS = "apps"
 
