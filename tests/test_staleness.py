@@ -196,12 +196,14 @@ def test_options_follow_the_mutation_options() -> None:
 
 def test_an_invalid_runtime_is_reported_with_its_problems() -> None:
     running = injected_pod(index_of(rt(A)))
-    invalid = AgentRuntime.from_object(rt({**A, "image": "ghcr.io/a/blog-writer:v2"}))
-    invalid = invalid.with_problems(("spec.skills[0].mountPath: Invalid value",))
+    # As the cache keeps an AgentRuntime that fails validation: no skills, and the verdict.
+    invalid = AgentRuntime.from_object(rt()).with_problems(("spec.skills[0].mountPath: Invalid value",))
     now = AgentRuntimeIndex()
     now.replace_all([invalid])
     verdict = pod_staleness(running, now)
-    assert verdict.stale and verdict.problems == ("spec.skills[0].mountPath: Invalid value",)
+    assert (verdict.stale, verdict.reason, verdict.problems) == (True, S.INVALID, ("spec.skills[0].mountPath: Invalid value",))
+    assert verdict.differences == (
+        'AgentRuntime "writer" is invalid, its new pods are denied: spec.skills[0].mountPath: Invalid value',)
 
 
 def test_bare_pod_matches_by_name() -> None:

@@ -31,6 +31,7 @@ CHANGED = "changed"  # the fingerprint (or, for a legacy record, the skills map)
 UNRECORDED = "no-record"  # no record while skills now apply
 RUNTIME_GONE = "runtime-gone"  # a record while no AgentRuntime matches any more
 NO_SKILLS = "no-skills"  # a record while the matched AgentRuntime declares no skills
+INVALID = "invalid-agentruntime"  # the matched AgentRuntime has errors: its new pods are denied
 
 # Provides the image reference to inject per skill name for an AgentRuntime (digest pinning); None or
 # a missing name: the image as written.
@@ -80,8 +81,8 @@ class Staleness:
     differences: tuple[str, ...] = ()
     recorded_fingerprint: str = ""
     expected_fingerprint: str = ""
-    # The matched AgentRuntime's validation problems: its new pods are denied, so rolling its pods
-    # would take them down and bring none back.
+    # The matched AgentRuntime's validation problems (reason INVALID): its new pods are denied, so
+    # rolling its pods would take them down and bring none back.
     problems: tuple[str, ...] = field(default=())
 
 
@@ -137,18 +138,23 @@ def pod_staleness(
     if not options.image_volumes:
         return verdict(False, IMAGE_VOLUMES_OFF)
     runtime = index.lookup(namespace, resolve_workload(obj)).runtime
+    problems = tuple(getattr(runtime, "problems", ()) or ()) if runtime is not None else ()
+    if problems:
+        # The cache keeps nothing of an invalid AgentRuntime's skills, and rolling its pods would only
+        # take them down: their replacements are denied. Reported, so that someone fixes it.
+        head = f'AgentRuntime "{runtime.metadata.name}" is invalid, its new pods are denied: ' + "; ".join(problems)
+        return verdict(True, INVALID, runtime, differences=(head,), problems=problems)
     if runtime is not None and memo is not None:
         wanted, fingerprint = memo.get(runtime, options)
     else:
         wanted = expected_skills(runtime, options)
         fingerprint = skills_fingerprint(wanted) if wanted else ""
-    problems = tuple(getattr(runtime, "problems", ()) or ()) if runtime is not None else ()
 
     if record is None:
         if not wanted:
             return verdict(False, NOT_INJECTED, runtime)
         lines = ("no record while skills now apply", *(f"+ {s.name}" for s in wanted))
-        return verdict(True, UNRECORDED, runtime, differences=lines, expected_fingerprint=fingerprint, problems=problems)
+        return verdict(True, UNRECORDED, runtime, differences=lines, expected_fingerprint=fingerprint)
     if not wanted:
         if runtime is None:
             gone = index.get(namespace, recorded_name) is None if recorded_name else True
@@ -165,11 +171,11 @@ def pod_staleness(
     else:  # a record from before the fingerprint: its skills map is all it says
         stale = dict(record.skills) != {s.name: s.image for s in wanted}
     if not stale:
-        return verdict(False, CURRENT, runtime, expected_fingerprint=fingerprint, problems=problems)
+        return verdict(False, CURRENT, runtime, expected_fingerprint=fingerprint)
     lines = _differences(record, _injected_in_pod(obj, record), wanted)
     if recorded_name and recorded_name != runtime.metadata.name:
         lines = (f'AgentRuntime "{recorded_name}" -> "{runtime.metadata.name}"', *lines)
-    return verdict(True, CHANGED, runtime, differences=lines, expected_fingerprint=fingerprint, problems=problems)
+    return verdict(True, CHANGED, runtime, differences=lines, expected_fingerprint=fingerprint)
 
 
 def workload_of(pod: dict[str, Any] | _PodLike) -> tuple[WorkloadRef, ...]:
