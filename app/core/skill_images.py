@@ -10,9 +10,10 @@ registry. This module turns those facts into the references to inject (digest pi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, NamedTuple
+from typing import Callable, Iterable, Literal, NamedTuple
 
 from .model import Skill
+from .supply import ImageFacts
 
 PinDigests = Literal["off", "on", "required"]
 VerifySignatures = Literal["off", "warn", "enforce"]
@@ -24,7 +25,7 @@ VERIFIED = "verified"
 class SupplyPlan:
     """The resolver's view plus the admin's policy."""
 
-    facts: Callable[[str], Any]  # reference as written -> ImageFacts | None (unknown yet)
+    facts: Callable[[str], ImageFacts | None]  # reference as written -> what is known (None: not yet)
     pin_digests: PinDigests = "off"
     verify_signatures: VerifySignatures = "off"
 
@@ -69,7 +70,7 @@ def plan_supply(plan: SupplyPlan | None, skills: Iterable[Skill]) -> SupplyOutco
     return outcome
 
 
-def _pin(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: Any) -> None:
+def _pin(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: ImageFacts | None) -> None:
     if plan.pin_digests == "off" or "@" in skill.image:
         return  # an image already pinned by digest is injected as written
     digest = facts.digest if facts is not None else None
@@ -88,13 +89,13 @@ def _pin(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: Any) -> 
     outcome.warnings.append(f'skill "{skill.name}": injected {skill.image} by tag: its digest is not known ({why})')
 
 
-def _signature(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: Any) -> None:
+def _signature(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: ImageFacts | None) -> None:
     if plan.verify_signatures == "off" or outcome.denial is not None:
         return
     verdict = facts.signature if facts is not None else "unknown"
     if verdict == VERIFIED:
         return
-    reason = getattr(facts, "signature_reason", "") if facts is not None else "not resolved yet"
+    reason = facts.signature_reason if facts is not None else "not resolved yet"
     detail = f"{skill.image}: signature {verdict}" + (f" ({reason})" if reason else "")
     if plan.verify_signatures == "warn":
         outcome.warnings.append(f'skill "{skill.name}": {detail}')
@@ -104,7 +105,7 @@ def _signature(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: An
         outcome.denial = Denial(403, "Forbidden", f'skill "{skill.name}": {detail}')
 
 
-def _metadata(outcome: SupplyOutcome, skill: Skill, facts: Any) -> None:
+def _metadata(outcome: SupplyOutcome, skill: Skill, facts: ImageFacts | None) -> None:
     if facts is None:
         return
     known = {
