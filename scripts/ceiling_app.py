@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark's ceiling (SPEC §9): a bare FastAPI/uvicorn admission endpoint.
+"""The benchmark's ceiling: a bare FastAPI/uvicorn admission endpoint.
 
 It parses the AdmissionReview with `orjson.loads` (the parser `serve` uses) and answers `allowed` with the request's uid and no
 patch: nothing that does the webhook's job on this stack can be faster. To keep the comparison fair

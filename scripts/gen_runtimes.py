@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark data (SPEC §9): 10,000 AgentRuntimes across many namespaces, and the realistic Pod.
+"""Benchmark data: 10,000 AgentRuntimes across many namespaces, and the realistic Pod.
 
 Writes into --out:
 - runtimes-10000.json  a `kind: List` of COUNT AgentRuntimes (20 per namespace, three skills each);
@@ -71,7 +71,7 @@ def agentruntime(index: int) -> dict[str, Any]:
             "type": "agent" if index % 5 else "tool",
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_of(index)},
             "skills": skills_for(index),
-            # Fields of the wider ecosystem: preserved and ignored (SPEC §2).
+            # Fields of the wider ecosystem: preserved and ignored.
             "identity": {"spiffe": "enabled"},
             "trace": {"enabled": True, "sampling": 0.1},
         },
@@ -121,7 +121,7 @@ def _container(name: str, image: str, port: int, env_count: int) -> dict[str, An
 
 
 def realistic_pod(index: int = TARGET_INDEX) -> dict[str, Any]:
-    """The Pod a Deployment's ReplicaSet creates for AgentRuntime `index`'s workload (SPEC §9)."""
+    """The Pod a Deployment's ReplicaSet creates for AgentRuntime `index`'s workload."""
     deployment = deployment_of(index)
     replicaset = f"{deployment}-{POD_TEMPLATE_HASH}"
     agent = _container(deployment, f"ghcr.io/example-org/agents/{deployment}:1.4.2", 8000, 16)

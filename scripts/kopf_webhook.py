@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The same skill mutation as `skill-webhook`, written the kopf way, for the SPEC §9 comparison.
+"""The same skill mutation as `skill-webhook`, written the kopf way, for the comparison in README "Performance".
 
 kopf's idiom for an admission webhook: a `@kopf.on.mutate('pods', operations=['CREATE'])` handler
 that changes the object through kopf's `patch` (merge-patch keys for the annotations, a `patch.fns`

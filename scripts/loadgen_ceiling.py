@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A trivial HTTPS endpoint that shows the load generator's own ceiling (SPEC §9).
+"""A trivial HTTPS endpoint that shows the load generator's own ceiling.
 
 No framework: an asyncio protocol on uvloop, httptools to find where each request ends, and one
 fixed answer written per request, over the same TLS as the webhook. Whatever rate the load

@@ -1,4 +1,4 @@
-"""SPEC §4 rule by rule: the raw JSON patch operations, the decision, and the pod after applying them.
+"""The mutation rule by rule: the raw JSON patch operations, the decision, and the pod after applying them.
 
 Golden whole-pod comparisons live in tests/cases/ (test_golden_cases.py); here each rule is pinned
 down on its own, including the exact op paths (whole array/map vs append, JSON Pointer escaping)."""

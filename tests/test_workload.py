@@ -1,4 +1,4 @@
-"""SPEC §3: which workload a pod belongs to (resolve_workload) and so which AgentRuntime applies.
+"""Which workload a pod belongs to (resolve_workload) and so which AgentRuntime applies.
 
 One row per line of the owner table, then the rules around it: controller owner preferred, API
 group compared with the version ignored, same namespace only."""

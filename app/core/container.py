@@ -1,4 +1,4 @@
-"""Which container is the agent (SPEC §4), in the spirit of kubectl's default-container handling."""
+"""Which container is the agent, in the spirit of kubectl's default-container handling."""
 
 from __future__ import annotations
 

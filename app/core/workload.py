@@ -1,4 +1,4 @@
-"""Which workload a pod belongs to, as AgentRuntime.spec.targetRef names it (SPEC §3)."""
+"""Which workload a pod belongs to, as AgentRuntime.spec.targetRef names it (README "What the mutating webhook does")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the webhook (SPEC §6), on a registry of our own so tests can build many apps."""
+"""Prometheus metrics of the webhook (README "Service surface"), on a registry of our own so tests can build many apps."""
 
 from __future__ import annotations
 
