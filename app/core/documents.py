@@ -6,17 +6,26 @@ string keys, lists, strings, numbers, booleans, null), as sigs.k8s.io/yaml does 
 - no YAML tag constructs an object, and YAML timestamps stay strings (as in Kubernetes);
 - anchors and aliases are refused at the first one, so an alias bomb costs nothing;
 - nesting is bounded (MAX_DEPTH) for JSON and YAML alike, so a RecursionError never escapes;
+- a mapping with a duplicate key is an error, as the API server's strict decoding says (which of the
+  two values would win is a guess no reader should have to make);
+- integers must fit in 64 bits and numbers in a double, as the API server reads them: a longer
+  integer is an error naming its position, never silently a float or Python's digit-limit text;
 - every failure is a DocumentError with the parser's 1-based line and column when it has them.
 
 `load_trusted_documents` is for admin-owned files (the file source's 10,000 AgentRuntimes): the same
-JSON-compatible values, but parsed by libyaml end to end when it is available, anchors allowed.
+JSON-compatible values and the same refusals, but parsed by libyaml end to end when it is available,
+anchors allowed.
+
+`open_lists` is the one place where `kind: List` (what `kubectl get -o yaml` prints) stands for its
+items; `dump_json` the one place where a value that orjson refuses (a lone surrogate) is still written.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import math
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 import yaml
@@ -43,8 +52,16 @@ YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/ya
 _STR_TAG = "tag:yaml.org,2002:str"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
+_INT_TAG = "tag:yaml.org,2002:int"
 _JSON_CONSTANT_RE = re.compile(r"-?Infinity|NaN")
-_LONG_INTEGER_RE = re.compile(r"\d{4000,}")
+# The API server decodes JSON integers into int64 (k8s.io/apimachinery/pkg/util/json).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# An integer of fewer digits always fits in int64: cheaper to look for than to check every number.
+_LONG_DIGITS_RE = re.compile(r"\d{19,}")
+# Strings (with a ":" after them when they are keys), brackets and numbers, in JSON text that parsed:
+# strings are matched whole, so a bracket, digit or quote inside one is never mistaken for syntax.
+_JSON_SCAN_RE = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{}]|-?\d+(\.\d+)?([eE][-+]?\d+)?', re.DOTALL)
+_STRING_OR_KEY_RE = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?', re.DOTALL)
 
 
 class DocumentError(ValueError):
@@ -115,16 +132,27 @@ def load_trusted_documents(text: str) -> list[Any]:
 # -- JSON ------------------------------------------------------------------------------------------
 
 
+def load_json(text: str) -> Any:
+    """One JSON value from untrusted text (an annotation that holds JSON, a body); raises
+    DocumentError with the line and column of the problem."""
+    return _load_json(_decode(text))
+
+
 def _load_json(text: str) -> Any:
     try:
-        # orjson is strict (no NaN, no lone surrogates, 64-bit integers, nesting under 1024) and four
-        # times faster; whatever it refuses goes to the standard parser, which says where and why.
+        # orjson is strict (no NaN, no lone surrogates, nesting under 1024) and four times faster;
+        # whatever it refuses goes to the standard parser, which says where and why.
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         value = _load_json_slowly(text)
     # Fewer brackets than the limit cannot nest deeper than it: the common case costs two counts.
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
         raise _too_deep(text)
+    if _LONG_DIGITS_RE.search(text):
+        # orjson reads an integer beyond int64 as a float (or a uint64): refuse it where it stands.
+        _check_numbers(text)
+    if type(value) is dict or type(value) is list:
+        _check_unique_keys(text, value)
     return value
 
 
@@ -137,8 +165,9 @@ def _load_json_slowly(text: str) -> Any:
         raise _too_deep(text) from None
     except _JsonConstantError:
         raise DocumentError("NaN and Infinity are not JSON", *_position(text, _JSON_CONSTANT_RE)) from None
-    except ValueError as exc:  # an integer beyond Python's digit limit
-        raise DocumentError(str(exc), *_position(text, _LONG_INTEGER_RE)) from None
+    except _NumberOutOfRange:
+        _check_numbers(text)
+        raise DocumentError("number out of range") from None  # not reached: the scan finds it
     return value
 
 
@@ -146,12 +175,100 @@ class _JsonConstantError(ValueError):
     pass
 
 
+class _NumberOutOfRange(ValueError):
+    pass
+
+
 def _reject_json_constant(name: str) -> Any:
     raise _JsonConstantError(name)
 
 
+def _int_in_range(token: str) -> int:
+    # Checked before int(): a 5,000-digit token would otherwise meet Python's digit limit.
+    if len(token.lstrip("-")) > 19 or not INT64_MIN <= int(token) <= INT64_MAX:
+        raise _NumberOutOfRange(token)
+    return int(token)
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise _NumberOutOfRange(token)
+    return value
+
+
 # Made once: json.loads with any option builds a new decoder per call, which doubles its cost.
-_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_json_constant)
+_JSON_DECODER = json.JSONDecoder(
+    parse_constant=_reject_json_constant, parse_int=_int_in_range, parse_float=_finite_float
+)
+
+
+def integer_problem(token: str) -> str | None:
+    """Why an integer literal cannot be read as the API server reads it (None when it can)."""
+    digits = token.lstrip("-+")
+    if len(digits) <= 18 or (len(digits) <= 19 and INT64_MIN <= int(token) <= INT64_MAX):
+        return None
+    return out_of_range_message(token)
+
+
+def out_of_range_message(token: str) -> str:
+    shown = token if len(token) <= 40 else f"{token[:20]}...({len(token)} characters)"
+    return f"integer {shown} is outside the 64-bit range of the API server ({INT64_MIN} to {INT64_MAX})"
+
+
+def _check_numbers(text: str) -> None:
+    """Raise a DocumentError at the first number of (parsed) JSON text that the API server cannot
+    hold: an integer beyond int64, a number beyond a double."""
+    for match in _JSON_SCAN_RE.finditer(text):
+        token = match.group()
+        if token[0] in '"[]{}':
+            continue
+        if match.group(2) is None and match.group(3) is None:
+            problem = integer_problem(token)
+        else:
+            problem = None if math.isfinite(float(token)) else f"number {token[:40]} is outside the range of a double"
+        if problem is not None:
+            raise DocumentError(problem, *_line_column(text, match.start()))
+
+
+def _check_unique_keys(text: str, value: Any) -> None:
+    """A duplicate key leaves fewer members in the parsed objects than keys in the text; only then is
+    the text scanned again to say which key and where."""
+    keys = _STRING_OR_KEY_RE.findall(text)
+    if len(keys) - keys.count("") == _count_members(value):
+        return
+    stack: list[set[str] | None] = []
+    for match in _JSON_SCAN_RE.finditer(text):
+        token = match.group()
+        if token in ("{", "["):
+            stack.append(set() if token == "{" else None)
+        elif token in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif match.group(1) and stack and stack[-1] is not None:
+            key = json.loads(token[: match.start(1) - match.start()])  # "a" and "\u0061" are one key
+            if key in stack[-1]:
+                raise DocumentError(duplicate_key_message(key), *_line_column(text, match.start()))
+            stack[-1].add(key)
+
+
+def duplicate_key_message(key: str) -> str:
+    return f"duplicate key {json.dumps(key)[:200]}: the API server's strict decoding refuses it"
+
+
+def _count_members(value: Any) -> int:
+    """Keys of every object in `value`, level by level as in _depth_exceeds."""
+    count = 0
+    level = [value]
+    while level:
+        count += sum(len(node) for node in level if type(node) is dict)
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) is dict or type(child) is list
+        ]
+    return count
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -236,10 +353,20 @@ class _JsonCompatibleConstructor(SafeConstructor):
             self.constructed_objects.clear()
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
+        if node.tag == _INT_TAG and isinstance(node, ScalarNode):
+            # Checked on the text, before int(): a 5,000-digit integer must not meet Python's limit.
+            problem = integer_problem(node.value.replace("_", "").lstrip("+"))
+            if problem is not None and node.value.lstrip("-+").isdigit():
+                raise ConstructorError(None, None, problem, node.start_mark)
         try:
-            return super().construct_object(node, deep)
-        except ValueError as exc:  # int() beyond Python's digit limit, and the like
-            raise ConstructorError(None, None, str(exc), node.start_mark) from None
+            value = super().construct_object(node, deep)
+        except ValueError as exc:  # int() of a hexadecimal or sexagesimal beyond the digit limit
+            raise ConstructorError(None, None, f"number {node.value[:40]!r} cannot be read: {exc}", node.start_mark) from None
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            raise ConstructorError(None, None, out_of_range_message(node.value), node.start_mark)
+        if type(value) is float and not math.isfinite(value):
+            raise ConstructorError(None, None, f"{node.value[:40]} is not a number JSON can hold", node.start_mark)
+        return value
 
     def _build(self, node: Node, built: dict[int, Any]) -> Any:
         if isinstance(node, ScalarNode):
@@ -261,6 +388,8 @@ class _JsonCompatibleConstructor(SafeConstructor):
                     # JSON keys are strings; sigs.k8s.io/yaml turns `1:`, `true:` and `null:` into
                     # "1", "true", "null". Converted before insertion: as Python keys 1 and True collide.
                     key = _key_text(key, key_node)
+                if key in mapping:
+                    raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
                 mapping[key] = self._build(value_node, built)
             return mapping
         return self.construct_object(node)  # an explicit tag on a collection: refused there
@@ -393,3 +522,34 @@ def _line_column(text: str, offset: int) -> tuple[int, int]:
 def _position(text: str, pattern: re.Pattern[str]) -> tuple[int | None, int | None]:
     match = pattern.search(text)
     return _line_column(text, match.start()) if match else (None, None)
+
+
+# -- lists and writing -----------------------------------------------------------------------------
+
+
+def is_list(document: Any) -> bool:
+    """`kind: List` (kubectl get -o yaml) or a typed list (`AgentRuntimeList`) with its items."""
+    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+        return False
+    kind = document.get("kind")
+    return isinstance(kind, str) and kind.endswith("List")
+
+
+def open_lists(documents: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """(label, document) pairs with each list document replaced by its items, labelled
+    `<label>.items[<i>]`. Items are not opened again: a list inside a list is not a manifest."""
+    for label, document in documents:
+        if is_list(document):
+            for i, item in enumerate(document["items"]):
+                yield (f"{label}.items[{i}]" if label else f"items[{i}]"), item
+        else:
+            yield label, document
+
+
+def dump_json(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """Compact JSON bytes: orjson, or the standard encoder for what orjson refuses (a lone surrogate
+    that the YAML or standard JSON parser let through is escaped as \\udXXX)."""
+    try:
+        return orjson.dumps(value, default=default)
+    except TypeError:
+        return json.dumps(value, default=default, separators=(",", ":")).encode()

@@ -1,11 +1,20 @@
-"""Validation of AgentRuntime objects (SPEC §5): the rules, OCI references, mount paths, field errors.
+"""Validation of AgentRuntime objects: the rules, OCI references, mount paths, field errors.
 
-Pure: no I/O. `validate_agentruntime` serves the offline CLI and bare-object dry runs;
-`review_agentruntime` is the /validate admission decision.
+Pure: no I/O. `validate_documents` serves the offline CLI and the /validate dry run (one function, so
+both give the same verdict); `review_agentruntime` is the /validate admission decision;
+`stored_object_errors` re-checks a cached object at mutation; `skills_source` says where an object
+declares its skills (spec.skills or the `<domain>/skill-images` annotation).
 """
 
-from .agentruntime import ValidationOptions, review_agentruntime, validate_agentruntime
-from .fields import ErrorType, FieldError, FieldPath
+from .agentruntime import (
+    ValidationOptions,
+    review_agentruntime,
+    stored_object_errors,
+    target_group_problem,
+    validate_agentruntime,
+)
+from .batch import BatchReport, DocumentResult, validate_documents
+from .fields import ErrorType, FieldError, FieldPath, Key
 from .findings import ValidationReport
 from .oci import (
     ImageReference,
@@ -16,10 +25,21 @@ from .oci import (
     registry_allowed,
 )
 from .paths import is_beneath, is_within, normalise
-from .skills import MAX_EXAMINED_SKILLS
+from .skills import BOTH_FORMS_MESSAGE, MAX_EXAMINED_SKILLS, SkillsSource, annotation_path, check_skills, skills_source
 
 __all__ = [
+    "BOTH_FORMS_MESSAGE",
     "MAX_EXAMINED_SKILLS",
+    "BatchReport",
+    "DocumentResult",
+    "Key",
+    "SkillsSource",
+    "annotation_path",
+    "check_skills",
+    "skills_source",
+    "stored_object_errors",
+    "target_group_problem",
+    "validate_documents",
     "ErrorType",
     "FieldError",
     "FieldPath",

@@ -1,4 +1,5 @@
-"""Every rule of SPEC §5 for an AgentRuntime, all problems of an object in one answer.
+"""Every validation rule for an AgentRuntime (README "What validation checks"), all problems of an
+object in one answer.
 
 Types are checked by the shared pydantic model (app.core.model) piece by piece, so that one
 ill-typed field does not hide the problems of the others; the semantic rules then run on whatever
@@ -7,9 +8,10 @@ is well-typed. Each problem is a FieldError rendered as the API server renders i
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Protocol
 
 from pydantic import ValidationError
 
@@ -26,11 +28,12 @@ from app.core.model import (
     api_group,
     is_agentruntime,
 )
+from app.core.names import DEFAULT_DOMAIN, Domain
 
 from . import fields as f
 from .fields import FieldPath
 from .findings import Findings, ValidationReport, short_value, type_name
-from .skills import check_skills
+from .skills import check_skills, skills_source
 
 # The API group each target kind lives in; a targetRef in another group can never match a pod.
 TARGET_KIND_GROUPS = {
@@ -41,6 +44,16 @@ TARGET_KIND_GROUPS = {
     "Job": "batch",
     "Pod": "",
     "Sandbox": "agents.x-k8s.io",
+}
+# How each kind's apiVersion is usually written, for the warning that says what to write instead.
+TARGET_KIND_EXAMPLES = {
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+    "Pod": "v1",
+    "Sandbox": "agents.x-k8s.io/v1alpha1",
 }
 
 # Schema order of the fields, so that problems are listed as the object reads (see field_order_key).
@@ -62,16 +75,32 @@ _TARGET_REF = _SPEC.child("targetRef")
 class ValidationOptions:
     registry_allow: tuple[str, ...] = ()
     agentruntime_api: str = DEFAULT_AGENTRUNTIME_API
+    # Names the annotation that may hold the skills (`<domain>/skill-images`).
+    domain: Domain = DEFAULT_DOMAIN
 
 
 DEFAULT_OPTIONS = ValidationOptions()
+
+
+class Targets(Protocol):
+    """What the one-per-workload rule reads: AgentRuntimeIndex, or several of them layered."""
+
+    def targeting(self, namespace: str, workload: WorkloadRef) -> Iterable[Any]: ...
+
+
+def stored_object_errors(obj: Any, options: ValidationOptions = DEFAULT_OPTIONS) -> tuple[str, ...]:
+    """The errors of a stored AgentRuntime by the rules that need no other object (everything but
+    one-per-workload): for the re-check of cached objects, which may have been stored before the
+    validating webhook existed, while it was down, or read from a file. Pass the object as stored
+    (with its annotations: they may hold the skills). Never raises; empty when the object is valid."""
+    return tuple(_check_object(obj, "UPDATE", None, options, None, namespace_hint="").errors)
 
 
 def validate_agentruntime(
     obj: Any,
     *,
     operation: str = "CREATE",
-    index: AgentRuntimeIndex | None = None,
+    index: Targets | None = None,
     options: ValidationOptions = DEFAULT_OPTIONS,
     old_object: Any = None,
 ) -> ValidationReport:
@@ -118,7 +147,7 @@ def _is_agentruntime_request(request: AdmissionRequest, options: ValidationOptio
 def _check_object(
     obj: Any,
     operation: str,
-    index: AgentRuntimeIndex | None,
+    index: Targets | None,
     options: ValidationOptions,
     old_object: Any,
     namespace_hint: str,
@@ -141,8 +170,16 @@ def _check_object(
         target = _check_target_ref(spec.get("targetRef"), findings)
         if target is not None and index is not None:
             _check_target_conflict(target, namespace or namespace_hint, name, operation, index, old_object, findings)
-        check_skills(spec.get("skills"), findings, options.registry_allow)
-    return findings.report(FIELD_ORDER)
+    source = skills_source(obj, options.domain)
+    findings.errors.extend(source.errors)
+    check_skills(source.raw, findings, options.registry_allow, source.path)
+    return findings.report(_field_order(options.domain))
+
+
+@functools.lru_cache(maxsize=8)
+def _field_order(domain: Domain) -> dict[str, dict[str, int]]:
+    # Skills declared in the annotation are listed in the order of spec.skills entries too.
+    return {**FIELD_ORDER, domain.skill_images: FIELD_ORDER["skills"]}
 
 
 def _check_type_meta(obj: dict, wanted_api: str, findings: Findings) -> None:
@@ -193,14 +230,32 @@ def _check_target_ref(raw: Any, findings: Findings) -> TargetRef | None:
             complete = False
     if ref is None or not complete:
         return None
-    expected_group = TARGET_KIND_GROUPS[ref.kind]
-    if api_group(ref.apiVersion) != expected_group:
-        findings.warn(
-            _TARGET_REF.child("apiVersion"),
-            f"{json.dumps(ref.apiVersion)} is not in the API group of {ref.kind} "
-            f"({json.dumps(expected_group or 'core')}): this AgentRuntime will match no pod",
-        )
+    problem = target_group_problem(ref.apiVersion, ref.kind)
+    if problem is not None:
+        findings.warn(_TARGET_REF.child("apiVersion"), problem)
     return ref
+
+
+def target_group_problem(api_version: str, kind: str) -> str | None:
+    """Why a targetRef's apiVersion can never match a pod of `kind` (None when its group is right).
+    Pods are matched by group and kind, so a wrong group silently matches nothing."""
+    expected, group = TARGET_KIND_GROUPS[kind], api_group(api_version)
+    if group == expected:
+        return None
+    example = json.dumps(TARGET_KIND_EXAMPLES[kind])
+    written = json.dumps(api_version)
+    if not expected and group == "core":
+        problem = f"{written}: the core group is written as apiVersion v1, without a group (write {example})"
+    elif not expected:
+        problem = f'{written} is in API group "{group}", but {kind} is in the core group (write {example})'
+    elif not group:
+        problem = (
+            f"{written} has no group part (it reads as version {written} of the core group), "
+            f'but {kind} is in group "{expected}" (write {example})'
+        )
+    else:
+        problem = f'{written} is in API group "{group}", but {kind} is in group "{expected}" (write {example})'
+    return problem + ": this AgentRuntime will match no pod"
 
 
 def _check_target_conflict(
@@ -208,7 +263,7 @@ def _check_target_conflict(
     namespace: str,
     name: str,
     operation: str,
-    index: AgentRuntimeIndex,
+    index: Targets,
     old_object: Any,
     findings: Findings,
 ) -> None:

@@ -20,14 +20,29 @@ MAX_RENDERED_VALUE = 256
 _PLAIN_FIELD_RE = re.compile(r"[A-Za-z0-9_$-]+")
 
 
+class Key(str):
+    """A key of a map (labels, annotations), rendered in brackets as the API server does:
+    `metadata.annotations[kagenti.io/skill-images]`."""
+
+    __slots__ = ()
+
+
+# A map key printed bare in brackets; anything else (brackets, quotes, spaces, control characters) is
+# JSON-quoted so that it can neither forge another path nor break the line.
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_.$/-]+")
+
+
 class FieldPath(tuple):
-    """A path into an object: field names (str) and list indices (int). `str()` renders it as
-    `spec.skills[1].mountPath`; the root path renders as "<root>"."""
+    """A path into an object: field names (str), map keys (Key) and list indices (int). `str()`
+    renders it as `spec.skills[1].mountPath`; the root path renders as "<root>"."""
 
     __slots__ = ()
 
     def child(self, *names: str) -> "FieldPath":
         return FieldPath((*self, *names))
+
+    def key(self, name: str) -> "FieldPath":
+        return FieldPath((*self, Key(name)))
 
     def index(self, i: int) -> "FieldPath":
         return FieldPath((*self, i))
@@ -39,6 +54,8 @@ class FieldPath(tuple):
         for part in self:
             if isinstance(part, int):
                 out.append(f"[{part}]")
+            elif isinstance(part, Key):
+                out.append(f"[{part}]" if _PLAIN_KEY_RE.fullmatch(part) else f"[{json.dumps(str(part))}]")
             elif not _PLAIN_FIELD_RE.fullmatch(str(part)):
                 # A user-supplied key with dots, spaces or control characters must neither forge
                 # another path nor break the line.

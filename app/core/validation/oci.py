@@ -5,15 +5,15 @@ The grammar is the one container runtimes use (github.com/distribution/reference
     reference  := name [":" tag] ["@" digest]
     name       := [registry "/"] path            registry := host [":" port]
     path       := component ("/" component)*     component := [a-z0-9]+ (([._]|__|-+) [a-z0-9]+)*
-    tag        := [\\w][\\w.-]{0,127}             digest := "sha256:" 64 lowercase hex digits
+    tag        := [\\w][\\w.-]{0,127}             digest := algorithm ":" lowercase hex
 
 The first component of a name is the registry only when it looks like a host: it contains "." or
 ":", is "localhost", or has upper-case letters (paths cannot). Otherwise the image is on Docker
 Hub ("docker.io"), and a one-component path there means "library/<path>" (official images). This
 is how kubelet and containerd read an image, so the allow-list sees what the node will pull.
 
-Only sha256 digests are accepted (SPEC §5); the OCI spec also registers sha512, which no registry
-in use for skills serves today.
+Digests are the two algorithms the OCI image spec registers: sha256 with 64 hex digits and sha512
+with 128. Anything else could never be verified by a node, so it is an error rather than a guess.
 
 We implement the grammar here rather than depending on a package: the few Python ports of it are
 unmaintained, and the rules fit in a page.
@@ -36,7 +36,9 @@ _HOST_COMPONENT = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _REGISTRY_RE = re.compile(rf"(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
 _PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
+# The OCI image spec's registered algorithms and the length of their hex encoding.
+DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _UNPRINTABLE_OR_SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 
@@ -223,12 +225,13 @@ def _check_digest(digest: str) -> None:
         return
     algorithm, colon, encoded = digest.partition(":")
     if not colon or not algorithm:
-        raise InvalidImageReference("digest must be sha256:<64 hex digits>")
-    if algorithm != "sha256":
-        raise InvalidImageReference(f"digest algorithm {algorithm!r} is not supported (use sha256)")
-    if _HEX_RE.fullmatch(encoded) and len(encoded) == 64:
-        raise InvalidImageReference("sha256 digest must be lower-case hex")
-    raise InvalidImageReference("sha256 digest must be 64 hex digits")
+        raise InvalidImageReference("digest must be sha256:<64 hex digits> or sha512:<128 hex digits>")
+    length = DIGEST_LENGTHS.get(algorithm)
+    if length is None:
+        raise InvalidImageReference(f"digest algorithm {algorithm!r} is not supported (use sha256 or sha512)")
+    if _HEX_RE.fullmatch(encoded) and len(encoded) == length:
+        raise InvalidImageReference(f"{algorithm} digest must be lower-case hex")
+    raise InvalidImageReference(f"{algorithm} digest must be {length} hex digits")
 
 
 def _check_path(path: str) -> None:

@@ -9,6 +9,7 @@ lexically would disagree with the container's view when a component is a symlink
 from __future__ import annotations
 
 import functools
+import re
 from typing import Iterable, Mapping
 
 Components = tuple[str, ...]
@@ -28,7 +29,14 @@ RESERVED_TREES: tuple[Components, ...] = (
 # their subdirectories (/etc/skills, /var/lib/x) are fine.
 SYSTEM_DIRECTORIES: frozenset[Components] = frozenset(
     (name,) for name in ("bin", "boot", "etc", "lib", "lib64", "run", "sbin", "usr", "var")
-)
+) | {("var", "run")}  # /var/run is a link to /run on every distribution
+# Files the kubelet bind-mounts into every container: a skill there would hide (or fail to hide) them.
+KUBELET_FILES: frozenset[Components] = frozenset({("etc", "hosts"), ("etc", "hostname"), ("etc", "resolv.conf")})
+
+# C0 control characters and DEL: a path with them cannot be typed, logged or compared by a person,
+# and NUL ends the path for the kernel.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_NAMES = {"\x00": "NUL", "\n": "newline", "\t": "tab", "\r": "carriage return", "\x7f": "DEL"}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -61,6 +69,13 @@ def mount_path_problems(path: str) -> tuple[str, ...]:
         problems.append(f"must be no more than {MAX_MOUNT_PATH_LENGTH} characters")
     if not path.startswith("/"):
         problems.append("must be an absolute path")
+    control = _CONTROL_RE.search(path)
+    if control is not None:
+        char = control.group()
+        name = _CONTROL_NAMES.get(char, f"U+{ord(char):04X}")
+        problems.append(f"must not contain control characters (found {name} at offset {control.start()})")
+    elif any(part != part.strip() for part in path.split("/")):  # a tab or newline is said above
+        problems.append("path components must not begin or end with whitespace")
     if ".." in path.split("/"):
         problems.append("must not contain '..'")
     if problems:
@@ -70,6 +85,8 @@ def mount_path_problems(path: str) -> tuple[str, ...]:
         return ("must not be the root directory",)
     if parts in SYSTEM_DIRECTORIES:
         return (f"must not be the system directory {normalise(path)}",)
+    if parts in KUBELET_FILES:
+        return (f"must not be {normalise(path)}, a file the kubelet writes into every container",)
     for tree in RESERVED_TREES:
         if is_within(parts, tree):
             return (f"must not be {normalise('/'.join(('', *tree)))} or beneath it",)
