@@ -143,7 +143,7 @@ def test_a_crash_in_the_informer_thread_is_logged_and_restarts_it(server, make_i
     assert_converges(informer.index, server)
     assert metrics.restarts["crash"] == 1
     assert "crashed" in caplog.text and "bug in the index" in caplog.text
-    assert informer._thread is not None and informer._thread.is_alive()
+    assert informer.reflector.thread is not None and informer.reflector.thread.is_alive()
 
     server.create(agentruntime("after-the-crash"))
     assert_converges(informer.index, server)
@@ -179,5 +179,75 @@ def test_stop_returns_promptly_while_a_watch_is_open(server, make_informer):
     began = time.monotonic()
     informer.stop()
     assert time.monotonic() - began < 2
-    assert not informer._thread.is_alive()
+    assert not informer.reflector.thread.is_alive()
     informer.stop()  # safe twice
+
+
+# -- change listeners and the injectable decode -------------------------------------------------------
+
+
+def change_log(changes: list) -> list[tuple[str, str | None, str | None]]:
+    """(name, old resourceVersion, new resourceVersion) of every change heard."""
+    return [
+        ((new or old).metadata.name, old.metadata.resourceVersion if old else None, new.metadata.resourceVersion if new else None)
+        for old, new in changes
+    ]
+
+
+def test_listeners_hear_old_and_new_for_events_and_for_what_a_relist_changed(server, make_informer):
+    populate(server, 3)
+    changes: list = []
+    informer = make_informer(listeners=[lambda old, new: changes.append((old, new))])
+    informer.start()
+    assert informer.index.synced.wait(CONVERGENCE_SECONDS)
+    server.wait_for_watches(1)
+    assert sorted(name for name, old, _ in change_log(changes) if old is None) == ["rt-0", "rt-1", "rt-2"]
+
+    changes.clear()
+    first = next(o for o in server.objects() if o["metadata"]["name"] == "rt-0")
+    updated = server.update(first)
+    deleted_version = server.get("ns-1", "rt-1")["metadata"]["resourceVersion"]
+    server.delete("ns-1", "rt-1")
+    assert wait_until(lambda: len(changes) == 2)
+    assert change_log(changes) == [
+        ("rt-0", first["metadata"]["resourceVersion"], updated["metadata"]["resourceVersion"]),
+        ("rt-1", deleted_version, None),
+    ]
+
+    # Lost events come back as the diff of the re-LIST: one added, one changed, one removed, and the
+    # untouched AgentRuntime is not announced again.
+    changes.clear()
+    with server.unseen_changes():
+        server.create(agentruntime("rt-new", namespace="ns-0"))
+        server.update(next(o for o in server.objects() if o["metadata"]["name"] == "rt-0"))
+        server.delete("ns-2", "rt-2")
+    server.expire_watches()
+    assert_converges(informer.index, server)
+    assert wait_until(lambda: len(changes) == 3)
+    heard = {name: (old is not None, new is not None) for name, old, new in change_log(changes)}
+    assert heard == {"rt-new": (False, True), "rt-0": (True, True), "rt-2": (True, False)}
+
+
+def test_a_failing_listener_is_logged_and_the_informer_goes_on(server, make_informer, caplog):
+    def broken(old, new):
+        raise RuntimeError("listener bug")
+
+    informer = started(make_informer, server, listeners=[broken])
+    server.create(agentruntime("after"))
+    assert_converges(informer.index, server)
+    assert "listener failed" in caplog.text and "listener bug" in caplog.text
+
+
+def test_the_decode_function_is_injectable(server, make_informer):
+    server.create(agentruntime("kept"))
+    server.create(agentruntime("dropped"))
+
+    def only_kept(obj):
+        return AgentRuntime.for_cache(obj) if obj["metadata"]["name"] == "kept" else None
+
+    informer = started(make_informer, server, decode=only_kept)
+    assert [r.metadata.name for r in informer.index.all()] == ["kept"]
+    server.create(agentruntime("dropped-too", namespace="ns-x"))
+    server.create(agentruntime("kept", namespace="ns-x"))
+    assert wait_until(lambda: len(informer.index) == 2)
+    assert sorted(r.key for r in informer.index.all()) == [("ns-x", "kept"), ("team-a", "kept")]
