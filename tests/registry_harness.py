@@ -25,11 +25,13 @@ import io
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -127,7 +129,8 @@ class Registry:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {(self.root / 'registry.log').read_text()[-2000:]}")
             try:
-                r = httpx.get(f"{self.url}/v2/", verify=str(self.ca_file) if self.ca_file else True, timeout=1.0)
+                verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+                r = httpx.get(f"{self.url}/v2/", verify=verify, timeout=1.0)
                 if r.status_code in (200, 401):
                     return
             except httpx.HTTPError:
@@ -395,7 +398,7 @@ class StandInRegistry:
     def serve_bearer(self, handler: Any) -> None:
         path, _, query = handler.path.partition("?")
         if path == "/token":
-            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            params = dict(urllib.parse.parse_qsl(query))
             self.token_requests.append(params)
             expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             if handler.headers.get("Authorization") != expected:
@@ -405,7 +408,7 @@ class StandInRegistry:
             return
         if handler.headers.get("Authorization") != f"Bearer {self.TOKEN}":
             challenge = (f'Bearer realm="http://{self.host}/token",service="standin",'
-                         f'scope="repository:{path.split("/")[2]}:pull"')
+                         f'scope="repository:{path[len("/v2/"):].rsplit("/", 2)[0]}:pull"')
             handler._send(401, b"{}", "application/json", {"WWW-Authenticate": challenge})
             return
         if path in self.manifests:

@@ -142,7 +142,7 @@ def parse_docker_config(data: bytes) -> dict[str, tuple[str, str]]:
         user, password = entry.get("username"), entry.get("password")
         if isinstance(entry.get("auth"), str) and entry["auth"]:
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                user, _, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 raise ValueError(f"auths[{key!r}].auth is not base64 user:password") from None
         if isinstance(user, str) and isinstance(password, str) and user:
