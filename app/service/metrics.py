@@ -48,6 +48,22 @@ class WebhookMetrics:
             "skill_webhook_bad_requests", "Bodies refused before a decision (400/413), by endpoint and code",
             ["endpoint", "code"], registry=r,
         )
+        # Stale-pod reconciler (README "When skills change").
+        self.stale_pods = Gauge(
+            "skill_webhook_stale_pods", "Running pods whose injected skills differ from their AgentRuntime's now",
+            ["namespace", "agentruntime"], registry=r,
+        )
+        self.evictions = Counter(
+            "skill_webhook_evictions", "Evictions of stale pods, by result (evicted, blocked, gone, error)",
+            ["result"], registry=r,
+        )
+        self.rollouts_blocked = Gauge(
+            "skill_webhook_rollouts_blocked", "1 while an AgentRuntime's rollout waits after a refused eviction",
+            ["namespace", "agentruntime"], registry=r,
+        )
+        self.leader = Gauge(
+            "skill_webhook_leader", "1 while this replica holds the reconciler's Lease", registry=r
+        )
         # Pre-bound children: a labels() lookup per request is measurable on the hot path.
         self._admission_children: dict[tuple[str, str], Counter] = {}
         self._latency_children = {e: self.latency.labels(e) for e in ("mutate", "validate")}

@@ -1,0 +1,378 @@
+"""The reconciler against the stand-in API server through the real kubernetes client: the gauge, Events
+(rate-limited), rolling evictions one pod at a time per workload, disruption budgets, what is never
+evicted, and that no workload object is ever written.
+
+Pods are created through the stand-in's `on_pod_create` hook, which runs the real mutation against the
+AgentRuntimes the informer cached, so every pod (and every replacement the stand-in makes after an
+eviction) carries the record the webhook would have written at that moment.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any, Iterator
+
+import kubernetes.client
+import pytest
+
+from app.core.index import AgentRuntimeIndex
+from app.core.mutation import MutationOptions, mutate_pod
+from app.core.names import DEFAULT_DOMAIN
+from app.service.metrics import WebhookMetrics
+from app.service.reconciler import Reconciler, ReconcilerConfig
+from app.sources.kube import KubeInformerSource
+from tests.apiserver_standin import StandInApiServer, agentruntime, is_ready, owner_reference, pod
+from tests.builders import apply_patch
+from tests.informer_harness import api_client_for, wait_until
+
+NS = "team-a"
+SELECTOR = f"{DEFAULT_DOMAIN.type_label} in (agent,tool)"
+WORKLOAD_PLURALS = ("deployments", "statefulsets", "daemonsets", "replicasets", "jobs")
+V1 = {"name": "blog-writer", "image": "ghcr.io/a/blog-writer:v1", "mountPath": "/skills/blog"}
+V2 = {**V1, "image": "ghcr.io/a/blog-writer:v2"}
+EVICT = {DEFAULT_DOMAIN.skills_rollout: "evict"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, server: StandInApiServer) -> None:
+        self.server = server
+        self.index = AgentRuntimeIndex()
+        self.informer = KubeInformerSource(self.index, api_client=api_client_for(server), backoff_initial=0.05,
+                                           backoff_max=0.5)
+        self.api = api_client_for(server)
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.metrics = WebhookMetrics()
+        server.on_pod_create = self._mutate
+
+    def _mutate(self, obj: dict[str, Any]) -> dict[str, Any]:
+        namespace = obj["metadata"].get("namespace", "")
+        decision = mutate_pod(copy.deepcopy(obj), namespace, self.index, MutationOptions())
+        assert decision.allowed, decision.message
+        return apply_patch(obj, decision)
+
+    def listed_pods(self) -> list[dict[str, Any]]:
+        response = self.core.list_pod_for_all_namespaces(label_selector=SELECTOR, _preload_content=False)
+        return json.loads(response.data)["items"]
+
+    def reconciler(self, mode: str = "report", clock: Any = time.monotonic, **config: Any) -> Reconciler:
+        config.setdefault("retry_initial", 0.5)
+        config.setdefault("retry_max", 2.0)
+        return Reconciler(
+            ReconcilerConfig(mode=mode, identity="test-replica", **config), self.index, self.listed_pods,
+            pods_synced=lambda: True, core_api=self.core, metrics=self.metrics, clock=clock,
+        )
+
+    # -- the cluster ---------------------------------------------------------------------------------
+
+    def runtime(self, name: str, target: str, skills: list[dict[str, Any]], *, kind: str = "Deployment",
+                annotations: dict[str, str] | None = None) -> None:
+        obj = agentruntime(name, NS, target=target, target_kind=kind, skills=skills,
+                           target_api_version={"Pod": "v1", "Job": "batch/v1"}.get(kind, "apps/v1"))
+        if annotations:
+            obj["metadata"]["annotations"] = dict(annotations)
+        current = self.server.get(NS, name)
+        if current is None:
+            self.server.create(obj)
+        else:
+            obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.server.update(obj)
+        assert wait_until(lambda: (r := self.index.get(NS, name)) is not None
+                          and [s.image for s in r.spec.skills] == [s["image"] for s in skills])
+
+    def pods_of(self, replica_set: str, count: int, template_hash: str) -> None:
+        for i in range(count):
+            self.server.create_pod(pod(f"{replica_set}-p{i}", NS, owner=("ReplicaSet", replica_set),
+                                       labels={"pod-template-hash": template_hash, DEFAULT_DOMAIN.type_label: "agent"}))
+
+    def gauge(self, runtime: str, namespace: str = NS) -> float | None:
+        return self.metrics.registry.get_sample_value(
+            "skill_webhook_stale_pods", {"namespace": namespace, "agentruntime": runtime})
+
+    def evictions(self, result: str) -> float:
+        return self.metrics.registry.get_sample_value("skill_webhook_evictions_total", {"result": result}) or 0.0
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        return [e for e in self.server.events() if e.get("reason") == reason]
+
+    def assert_no_workload_writes(self) -> None:
+        assert self.server.writes_to(*WORKLOAD_PLURALS) == []
+        allowed = ("/events", "/eviction")
+        assert [w.path for w in self.server.writes if not any(a in w.path for a in allowed)] == []
+
+
+@pytest.fixture
+def cluster() -> Iterator[Harness]:
+    server = StandInApiServer(replacement_ready_after=0.3).start()
+    harness = Harness(server)
+    harness.informer.start()
+    try:
+        assert harness.index.synced.wait(5)
+        yield harness
+    finally:
+        harness.informer.stop()
+        server.close()
+
+
+def stale_names(verdicts) -> set[str]:
+    return {v.pod for v in verdicts}
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def test_report_publishes_the_gauge_and_one_event_per_interval(cluster: Harness) -> None:
+    clock = Clock()
+    cluster.runtime("writer", "web", [V1])
+    cluster.runtime("steady", "api", [{**V1, "name": "api-skill", "mountPath": "/skills/api"}])
+    cluster.pods_of("web-7d9f", 3, "7d9f")
+    cluster.pods_of("api-5c4b", 2, "5c4b")
+    reconciler = cluster.reconciler("report", clock=clock, event_interval=600)
+    assert reconciler.run_once() == []
+    assert cluster.gauge("writer") is None and cluster.events("SkillsChanged") == []
+
+    cluster.runtime("writer", "web", [V2])
+    stale = reconciler.run_once()
+    assert stale_names(stale) == {"web-7d9f-p0", "web-7d9f-p1", "web-7d9f-p2"}
+    assert stale[0].differences == ("blog-writer: ghcr.io/a/blog-writer:v1 -> ghcr.io/a/blog-writer:v2",)
+    assert cluster.gauge("writer") == 3 and cluster.gauge("steady") is None
+    [event] = cluster.events("SkillsChanged")
+    writer = cluster.server.get(NS, "writer")
+    assert event["involvedObject"] == {
+        "apiVersion": "agent.kagenti.dev/v1alpha1", "kind": "AgentRuntime", "name": "writer", "namespace": NS,
+        "uid": writer["metadata"]["uid"], "resourceVersion": writer["metadata"]["resourceVersion"]}
+    assert event["type"] == "Normal" and event["metadata"]["namespace"] == NS
+    assert "3 pod(s)" in event["message"]
+    assert "skill-webhook stale -n team-a" in event["message"]
+    assert "kubectl rollout restart deployment/web -n team-a" in event["message"]
+
+    # More passes, and another change within the interval: still one Event.
+    for _ in range(3):
+        clock.now += 1
+        reconciler.run_once()
+    cluster.runtime("writer", "web", [{**V2, "image": "ghcr.io/a/blog-writer:v3"}])
+    clock.now += 1
+    reconciler.run_once()
+    # A new stale pod (created while the webhook was away: no record) within the interval: no Event yet.
+    cluster.server.on_pod_create = None
+    cluster.server.create_pod(pod("web-7d9f-late", NS, owner=("ReplicaSet", "web-7d9f"),
+                                  labels={"pod-template-hash": "7d9f", DEFAULT_DOMAIN.type_label: "agent"}))
+    clock.now += 1
+    assert len(reconciler.run_once()) == 4
+    assert cluster.gauge("writer") == 4
+    assert len(cluster.events("SkillsChanged")) == 1
+    # After the interval the new pod gets its Event.
+    clock.now += 600
+    reconciler.run_once()
+    assert len(cluster.events("SkillsChanged")) == 2
+    assert "4 pod(s)" in cluster.events("SkillsChanged")[1]["message"]
+    reconciler.run_once()
+    assert len(cluster.events("SkillsChanged")) == 2
+    cluster.assert_no_workload_writes()
+    assert cluster.server.evictions == []
+
+
+def test_gauge_series_follow_deletions_and_go_away_at_zero(cluster: Harness) -> None:
+    cluster.runtime("writer", "web", [V1])
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    reconciler = cluster.reconciler("report")
+    cluster.server.delete(NS, "writer")
+    assert wait_until(lambda: cluster.index.get(NS, "writer") is None)
+    stale = reconciler.run_once()
+    assert {v.reason for v in stale} == {"runtime-gone"} and cluster.gauge("writer") == 2
+    # No AgentRuntime to put an Event on.
+    assert cluster.events("SkillsChanged") == []
+    cluster.server.delete_pod(NS, "web-7d9f-p0")
+    reconciler.run_once()
+    assert cluster.gauge("writer") == 1
+    cluster.server.delete_pod(NS, "web-7d9f-p1")
+    reconciler.run_once()
+    assert cluster.gauge("writer") is None
+    assert 'skill_webhook_stale_pods{' not in _exposition(cluster)
+
+
+def _exposition(cluster: Harness) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(cluster.metrics.registry).decode()
+
+
+def test_an_agentruntime_created_later_makes_existing_pods_stale(cluster: Harness) -> None:
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    reconciler = cluster.reconciler("report")
+    assert reconciler.run_once() == []
+    cluster.runtime("writer", "web", [V1])
+    stale = reconciler.run_once()
+    assert {v.reason for v in stale} == {"no-record"} and cluster.gauge("writer") == 2
+
+
+def test_only_the_leader_writes_events(cluster: Harness) -> None:
+    cluster.runtime("writer", "web", [V1])
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    cluster.runtime("writer", "web", [V2])
+    leading = [False]
+    reconciler = Reconciler(ReconcilerConfig(mode="evict"), cluster.index, cluster.listed_pods, pods_synced=lambda: True,
+                            core_api=cluster.core, metrics=cluster.metrics, is_leader=lambda: leading[0])
+    assert len(reconciler.run_once()) == 2
+    assert cluster.gauge("writer") == 2  # every replica keeps its gauge
+    assert cluster.server.writes == []
+    leading[0] = True
+    reconciler.run_once()
+    assert len(cluster.events("SkillsChanged")) == 1
+
+
+# -- evict -----------------------------------------------------------------------------------------
+
+
+def roll(cluster: Harness, reconciler: Reconciler, done, timeout: float = 20.0, check=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reconciler.run_once()
+        if check is not None:
+            check()
+        if done():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"rollout did not finish; evictions so far {cluster.server.evictions}")
+
+
+def unready(cluster: Harness, prefix: str) -> int:
+    return sum(1 for p in cluster.server.pods()
+               if p["metadata"]["name"].startswith(prefix) and (not is_ready(p) or p["metadata"].get("deletionTimestamp")))
+
+
+def test_evict_rolls_opted_in_workloads_one_pod_at_a_time(cluster: Harness) -> None:
+    cluster.runtime("writer", "web", [V1], annotations=EVICT)
+    cluster.runtime("plain", "api", [{**V1, "name": "other", "mountPath": "/skills/other"}])
+    cluster.runtime("solo-rt", "solo", [V1], kind="Pod", annotations=EVICT)
+    cluster.pods_of("web-7d9f", 3, "7d9f")
+    cluster.pods_of("api-5c4b", 2, "5c4b")
+    cluster.server.create_pod(pod("solo", NS, labels={DEFAULT_DOMAIN.type_label: "agent"}))
+    cluster.runtime("batch-rt", "batch", [V1], kind="Job", annotations=EVICT)
+    cluster.server.create_pod(pod("batch-x1", NS, owner=owner_reference("Job", "batch", api_version="batch/v1"),
+                                  labels={DEFAULT_DOMAIN.type_label: "agent"}))
+    reconciler = cluster.reconciler("evict")
+    assert reconciler.run_once() == []
+
+    cluster.runtime("writer", "web", [V2], annotations=EVICT)
+    cluster.runtime("plain", "api", [{**V2, "name": "other", "mountPath": "/skills/other"}])
+    cluster.runtime("solo-rt", "solo", [V2], kind="Pod", annotations=EVICT)
+    cluster.runtime("batch-rt", "batch", [V2], kind="Job", annotations=EVICT)
+
+    def at_most_one_down() -> None:
+        assert unready(cluster, "web-7d9f") <= 1
+
+    def writer_current() -> bool:
+        return cluster.gauge("writer") is None and len(cluster.server.evictions) == 3
+
+    roll(cluster, reconciler, writer_current, check=at_most_one_down)
+    assert sorted(cluster.server.evictions) == [(NS, "web-7d9f-p0"), (NS, "web-7d9f-p1"), (NS, "web-7d9f-p2")]
+    assert cluster.evictions("evicted") == 3
+    # The replacements came back with the new skills (the real mutation ran on them).
+    web = [p for p in cluster.server.pods() if p["metadata"]["name"].startswith("web-7d9f")]
+    assert len(web) == 3
+    for p in web:
+        assert json.loads(p["metadata"]["annotations"][DEFAULT_DOMAIN.skills_injected])["skills"] == {
+            "blog-writer": "ghcr.io/a/blog-writer:v2"}
+    # Not opted in, ownerless, a Job's pod: reported, never evicted.
+    for _ in range(3):
+        reconciler.run_once()
+    assert cluster.gauge("plain") == 2 and cluster.gauge("solo-rt") == 1 and cluster.gauge("batch-rt") == 1
+    assert len(cluster.server.evictions) == 3
+    cluster.assert_no_workload_writes()
+
+
+def test_a_disruption_budget_stops_the_rollout_and_it_resumes_later(cluster: Harness) -> None:
+    cluster.runtime("writer", "web", [V1], annotations=EVICT)
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    cluster.server.set_pdb(NS, owner="web-7d9f", max_unavailable=0)
+    reconciler = cluster.reconciler("evict", retry_initial=0.6, retry_max=1.0)
+    cluster.runtime("writer", "web", [V2], annotations=EVICT)
+    reconciler.run_once()
+    assert len(cluster.server.refused_evictions) == 1
+    assert cluster.evictions("blocked") == 1
+    [blocked] = cluster.events("RolloutBlocked")
+    assert blocked["type"] == "Warning" and blocked["involvedObject"]["name"] == "writer"
+    assert "disruption budget" in blocked["message"]
+    assert cluster.metrics.registry.get_sample_value(
+        "skill_webhook_rollouts_blocked", {"namespace": NS, "agentruntime": "writer"}) == 1
+    # Within the backoff nothing is retried.
+    reconciler.run_once()
+    reconciler.run_once()
+    assert len(cluster.server.refused_evictions) == 1
+    # Still refused after the backoff: retried once more, no second RolloutBlocked Event in the interval.
+    assert wait_until(lambda: (reconciler.run_once(), len(cluster.server.refused_evictions) == 2)[1], timeout=5)
+    assert len(cluster.events("RolloutBlocked")) == 1
+    cluster.server.clear_pdbs()
+    roll(cluster, reconciler, lambda: cluster.gauge("writer") is None and len(cluster.server.evictions) == 2)
+    assert cluster.metrics.registry.get_sample_value(
+        "skill_webhook_rollouts_blocked", {"namespace": NS, "agentruntime": "writer"}) is None
+    assert sorted(cluster.server.evictions) == [(NS, "web-7d9f-p0"), (NS, "web-7d9f-p1")]
+    cluster.assert_no_workload_writes()
+
+
+def test_statefulset_pods_are_replaced_under_the_same_name(cluster: Harness) -> None:
+    cluster.server.deletion_grace = 0.2
+    cluster.runtime("db-rt", "db", [V1], kind="StatefulSet", annotations=EVICT)
+    for i in range(2):
+        cluster.server.create_pod(pod(f"db-{i}", NS, owner=("StatefulSet", "db"),
+                                      labels={DEFAULT_DOMAIN.type_label: "agent"}))
+    reconciler = cluster.reconciler("evict")
+    cluster.runtime("db-rt", "db", [V2], kind="StatefulSet", annotations=EVICT)
+    roll(cluster, reconciler, lambda: cluster.gauge("db-rt") is None and len(cluster.server.evictions) == 2,
+         check=lambda: unready_ok(cluster))
+    assert sorted(cluster.server.evictions) == [(NS, "db-0"), (NS, "db-1")]
+
+
+def unready_ok(cluster: Harness) -> None:
+    assert unready(cluster, "db-") <= 1
+
+
+def test_the_replacement_wait_ends_at_the_rollout_timeout(cluster: Harness) -> None:
+    cluster.server.replacement_ready_after = None  # replacements never turn Ready
+    cluster.runtime("writer", "web", [V1], annotations=EVICT)
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    reconciler = cluster.reconciler("evict", rollout_timeout=0.8)
+    cluster.runtime("writer", "web", [V2], annotations=EVICT)
+    reconciler.run_once()
+    assert len(cluster.server.evictions) == 1
+    started = time.monotonic()
+    for _ in range(5):
+        reconciler.run_once()
+    assert len(cluster.server.evictions) == 1  # still waiting for a Ready replacement
+    assert wait_until(lambda: (reconciler.run_once(), len(cluster.server.evictions) == 2)[1], timeout=10)
+    assert time.monotonic() - started >= 0.5
+
+
+def test_report_mode_never_evicts(cluster: Harness) -> None:
+    cluster.runtime("writer", "web", [V1], annotations=EVICT)
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    reconciler = cluster.reconciler("report")
+    cluster.runtime("writer", "web", [V2], annotations=EVICT)
+    for _ in range(3):
+        reconciler.run_once()
+    assert cluster.server.evictions == [] and cluster.gauge("writer") == 2
+    assert [w.path for w in cluster.server.writes if "/eviction" in w.path] == []
+
+
+def test_an_invalid_agentruntime_is_never_rolled(cluster: Harness) -> None:
+    cluster.runtime("writer", "web", [V1], annotations=EVICT)
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    reconciler = cluster.reconciler("evict")
+    # As the cache holds one that fails validation (its new pods would be denied).
+    current = cluster.index.get(NS, "writer")
+    invalid = current.model_copy(update={"spec": current.spec.model_copy(update={"skills": []})})
+    cluster.index.upsert(invalid.with_problems(("spec.skills[0].mountPath: Invalid value",)))
+    for _ in range(3):
+        stale = reconciler.run_once()
+    assert {v.reason for v in stale} == {"invalid-agentruntime"}
+    assert cluster.server.evictions == []
