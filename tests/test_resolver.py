@@ -1,0 +1,248 @@
+"""The background resolver: moved tags picked up within an interval, failures recorded and backed off
+per registry, bounded concurrency, and lookups that never wait for a registry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from app.sources.registry import RegistryClient
+from app.sources.resolver import ResolverHooks, SkillImageResolver
+from tests.registry_harness import (
+    Layout,
+    Registry,
+    StallingServer,
+    StandInRegistry,
+    shared_registries,
+    skillimage,
+    wait_until,
+)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.results: Counter[tuple[str, str]] = Counter()
+        self.cached: list[int] = []
+        self.signatures: Counter[str] = Counter()
+
+    def hooks(self) -> ResolverHooks:
+        def on_resolution(result: str, registry: str, seconds: float) -> None:
+            assert seconds >= 0
+            with self.lock:
+                self.results[(result, registry)] += 1
+        return ResolverHooks(on_resolution, self.cached.append, lambda v: self.signatures.update([v]))
+
+    def count(self, result: str, registry: str) -> int:
+        with self.lock:
+            return self.results[(result, registry)]
+
+
+def make_resolver(insecure: list[str], recorder: Recorder | None = None, **kwargs) -> SkillImageResolver:
+    timeout = kwargs.pop("timeout", 2.0)
+    kwargs.setdefault("interval", 0.5)
+    kwargs.setdefault("backoff_base", 0.5)
+    return SkillImageResolver(
+        lambda: RegistryClient(insecure=insecure, timeout=timeout),
+        hooks=recorder.hooks() if recorder else None, **kwargs,
+    )
+
+
+@pytest.fixture
+def layout(tmp_path) -> Layout:
+    return Layout(tmp_path / "oci")
+
+
+def test_a_moved_tag_is_picked_up_within_one_interval(layout) -> None:
+    plain = shared_registries().plain
+    ref = f"{plain.host}/moving/skill:latest"
+    first = layout.tag(skillimage(layout, "moving", "1.0.0"), "one")
+    second = layout.tag(skillimage(layout, "moving", "2.0.0"), "two")
+    plain.push(layout, "one", "moving/skill", dest_tag="latest")
+    recorder = Recorder()
+    resolver = make_resolver([plain.host], recorder, interval=1.0)
+    resolver.start()
+    try:
+        resolver.want([ref])
+        assert wait_until(lambda: (resolver.facts(ref) or SimpleNamespace(digest=None)).digest == first, 10)
+        plain.push(layout, "two", "moving/skill", dest_tag="latest")
+        moved_at = time.monotonic()
+        assert wait_until(lambda: resolver.facts(ref).digest == second, 10)
+        seen_after = time.monotonic() - moved_at
+        assert resolver.facts(ref).version == "2.0.0"
+        assert seen_after < 1.0 + 4.0  # one interval, and generous slack for a busy machine
+        assert recorder.count("ok", plain.host) >= 2 and recorder.cached[-1] == 1
+    finally:
+        resolver.stop()
+
+
+def test_a_tag_that_stops_resolving_keeps_its_digest(layout) -> None:
+    plain = shared_registries().plain
+    ref = f"{plain.host}/archived/skill:v1"
+    digest = layout.tag(skillimage(layout, "archived", "1.0.0"), "v1")
+    plain.push(layout, "v1", "archived/skill")
+    recorder = Recorder()
+    resolver = make_resolver([plain.host], recorder)
+    resolver.start()
+    try:
+        resolver.want([ref])
+        assert wait_until(lambda: resolver.facts(ref) is not None and resolver.facts(ref).digest == digest, 10)
+        deleted = httpx.delete(f"{plain.url}/v2/archived/skill/manifests/{digest}")
+        assert deleted.status_code == 202
+        assert wait_until(lambda: resolver.facts(ref).error is not None, 10)
+        facts = resolver.facts(ref)
+        assert (facts.error, facts.digest, facts.tag_gone) == ("tag no longer resolves", digest, True)
+        assert facts.pinned_reference.endswith(digest) and facts.mountable is True
+        assert recorder.count("not_found", plain.host) >= 1
+    finally:
+        resolver.stop()
+
+
+def test_a_registry_going_down_is_recorded_backed_off_and_recovered(layout, tmp_path) -> None:
+    own = Registry(tmp_path / "reg", tls=False, auth=False).start()
+    try:
+        ref = f"{own.host}/skills/s:v1"
+        digest = layout.tag(skillimage(layout, "s", "1.0.0"), "v1")
+        own.push(layout, "v1", "skills/s")
+        recorder = Recorder()
+        resolver = make_resolver([own.host], recorder, interval=0.2, backoff_base=0.5, backoff_max=2.0)
+        resolver.start()
+        try:
+            resolver.want([ref])
+            assert wait_until(lambda: resolver.facts(ref) is not None and resolver.facts(ref).digest == digest, 10)
+            own.stop()
+            assert wait_until(lambda: resolver.facts(ref).error_kind == "unreachable", 10)
+            assert resolver.facts(ref).digest == digest  # still pins what it was
+            window_start = recorder.count("unreachable", own.host)
+            time.sleep(4.0)
+            attempts = recorder.count("unreachable", own.host) - window_start
+            # Every 0.2 s without backoff (about 20); 0.5, 1, 2, 2 s apart with it.
+            assert 1 <= attempts <= 8
+            own.restart()
+            assert wait_until(lambda: resolver.facts(ref).error is None, 10)
+            assert resolver.facts(ref).digest == digest
+        finally:
+            resolver.stop()
+    finally:
+        own.stop()
+
+
+def test_5xx_and_404_are_counted_and_5xx_is_backed_off() -> None:
+    failing, missing = StandInRegistry(503), StandInRegistry(404)
+    try:
+        recorder = Recorder()
+        refs = [f"{failing.host}/a/s:v1", f"{missing.host}/a/s:v1"]
+        resolver = make_resolver([failing.host, missing.host], recorder, interval=0.2, backoff_base=0.5, backoff_max=2.0)
+        resolver.start()
+        try:
+            resolver.want(refs)
+            assert wait_until(lambda: all(resolver.facts(r) is not None for r in refs), 10)
+            assert resolver.facts(refs[0]).error == "registry answered 503"
+            assert resolver.facts(refs[1]).error == "tag not found"
+            time.sleep(3.0)
+            # 404 is this reference's problem: retried every interval; 503 is the registry's: backed off.
+            assert recorder.count("server_error", failing.host) <= 6
+            assert recorder.count("not_found", missing.host) >= 8
+        finally:
+            resolver.stop()
+    finally:
+        failing.stop()
+        missing.stop()
+
+
+def test_wrong_credentials_are_recorded(tmp_path) -> None:
+    secure = shared_registries().secure
+    ref = f"{secure.host}/skills/none:v1"
+    wrong = secure.docker_config(tmp_path / "config.json", password="wrong")
+    recorder = Recorder()
+    resolver = SkillImageResolver(
+        lambda: RegistryClient(auth_file=wrong, ca_file=secure.ca_file, timeout=2.0),
+        interval=0.5, hooks=recorder.hooks(),
+    )
+    resolver.start()
+    try:
+        resolver.want([ref])
+        assert wait_until(lambda: resolver.facts(ref) is not None, 10)
+        assert resolver.facts(ref).error == "401 unauthorized"
+        assert recorder.count("unauthorized", secure.host) >= 1
+    finally:
+        resolver.stop()
+
+
+def test_lookups_stay_instant_while_the_registry_stalls() -> None:
+    stall = StallingServer()
+    try:
+        refs = [f"{stall.host}/skills/s{i}:v1" for i in range(12)]
+        recorder = Recorder()
+        resolver = make_resolver([stall.host], recorder, timeout=1.5, concurrency=3, backoff_base=5.0)
+        resolver.start()
+        try:
+            resolver.want(refs)
+            assert wait_until(lambda: len(stall.accepted) >= 1, 10)
+            time.sleep(0.3)
+            assert len(stall.accepted) <= 3  # bounded concurrency
+            started = time.perf_counter()
+            for i in range(10_000):
+                resolver.facts(refs[i % len(refs)])
+            elapsed = time.perf_counter() - started
+            assert elapsed < 0.5, elapsed
+            assert wait_until(lambda: recorder.count("timeout", stall.host) >= 1, 10)
+            assert resolver.facts(refs[0]) is None or resolver.facts(refs[0]).error_kind == "timeout"
+            # After the first timeouts the registry is backed off: the rest wait, no new connections.
+            time.sleep(1.0)
+            assert len(stall.accepted) <= 3
+        finally:
+            resolver.stop()
+    finally:
+        stall.stop()
+
+
+def test_wanted_callable_drops_references_and_failing_hooks_do_not_stop_it(layout) -> None:
+    plain = shared_registries().plain
+    digest = layout.tag(skillimage(layout, "w", "1.0.0"), "v1")
+    plain.push(layout, "v1", "wanted/a")
+    plain.push(layout, "v1", "wanted/b")
+    a, b = f"{plain.host}/wanted/a:v1", f"{plain.host}/wanted/b:v1"
+    wanted = {a, b}
+
+    def broken(*_):
+        raise RuntimeError("metrics broke")
+
+    resolver = SkillImageResolver(
+        lambda: RegistryClient(insecure=[plain.host], timeout=2.0), interval=0.3,
+        wanted=lambda: set(wanted), hooks=ResolverHooks(broken, broken, broken),
+    )
+    resolver.start()
+    try:
+        resolver.notify()
+        assert wait_until(lambda: all(resolver.facts(r) and resolver.facts(r).digest == digest for r in (a, b)), 10)
+        wanted.discard(a)
+        resolver.notify()
+        assert wait_until(lambda: resolver.facts(a) is None, 10)
+        assert resolver.facts(b).digest == digest
+        cycles = resolver.cycles
+        assert wait_until(lambda: resolver.cycles > cycles + 2, 10)  # still going
+    finally:
+        resolver.stop()
+    assert not resolver._thread.is_alive()
+
+
+def test_from_settings(tmp_path) -> None:
+    from app.service.settings import Settings
+    from tests.registry_harness import new_cosign_key
+
+    _, key = new_cosign_key(tmp_path, "k")
+    settings = Settings(resolve_interval="2s", resolve_concurrency=3, resolve_timeout="750ms",
+                        insecure_registries="a.local:5000, b.local", verify_signatures="enforce", cosign_key=str(key))
+    resolver = SkillImageResolver.from_settings(settings)
+    assert (resolver.interval, resolver.concurrency, resolver.verify, len(resolver.keys)) == (2.0, 3, True, 1)
+    client = resolver._client_factory()
+    assert client.timeout == 0.75 and client.insecure == {"a.local:5000", "b.local"}
+    off = SkillImageResolver.from_settings(Settings())
+    assert off.verify is False and off.keys == () and off.interval == 300.0
