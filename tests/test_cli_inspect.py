@@ -1,0 +1,83 @@
+"""`skill-webhook inspect` against the real registry: a skillimage exits 0, an artifact or a missing
+image exits 1; table and JSON output; signatures only with --cosign-key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from app.core import supply
+from app.service.cli import main
+from tests.registry_harness import Layout, empty_config_artifact, new_cosign_key, shared_registries, signature_manifest, skillimage
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    regs = shared_registries()
+    work = tmp_path_factory.mktemp("inspect")
+    layout = Layout(work / "oci")
+    key, key_file = new_cosign_key(work, "cosign")
+    skill = layout.tag(skillimage(layout, "resume-reviewer", "1.4.0", description="Reviews resumes"), "skill")
+    artifact = layout.tag(empty_config_artifact(layout, "artifact"), "artifact")
+    regs.secure.push(layout, "skill", "inspect/resume-reviewer", dest_tag="v1")
+    regs.secure.push(layout, "artifact", "inspect/artifact", dest_tag="v1")
+    sig_tag = supply.signature_tag(skill)
+    layout.tag(signature_manifest(layout, key, f"{regs.secure.host}/inspect/resume-reviewer", skill), sig_tag)
+    regs.secure.push(layout, sig_tag, "inspect/resume-reviewer")
+    auth = regs.secure.docker_config(work / "config.json")
+    flags = ["--registry-auth", str(auth), "--registry-ca", str(regs.secure.ca_file)]
+    return regs.secure.host, skill, artifact, flags, key_file
+
+
+def test_a_skillimage_inspects_clean(images, capsys) -> None:
+    host, skill, _, flags, _ = images
+    assert main(["inspect", f"{host}/inspect/resume-reviewer:v1", *flags]) == 0
+    out = capsys.readouterr().out
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["IMAGE", "DIGEST", "MOUNTABLE", "SKILL", "VERSION", "STATUS", "SIGNATURE"]
+    assert row.split() == [f"{host}/inspect/resume-reviewer:v1", skill, "yes", "resume-reviewer", "1.4.0", "published", "off"]
+    assert "description: Reviews resumes" in out
+
+
+def test_an_artifact_exits_1(images, capsys) -> None:
+    host, _, artifact, flags, _ = images
+    assert main(["inspect", f"{host}/inspect/artifact:v1", *flags, "-o", "json"]) == 1
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["digest"] == artifact and result["mountable"] is False
+    assert result["configMediaType"] == supply.OCI_EMPTY and "empty config" in result["mountReason"]
+
+
+def test_a_missing_image_exits_1_and_says_why(images, capsys) -> None:
+    host, _, _, flags, _ = images
+    assert main(["inspect", f"{host}/inspect/resume-reviewer:v1", f"{host}/inspect/nothing:v1", *flags]) == 1
+    out = capsys.readouterr().out
+    assert f"{host}/inspect/nothing:v1: error: tag not found" in out
+
+
+def test_signature_verdict_with_a_key(images, capsys) -> None:
+    host, skill, _, flags, key_file = images
+    assert main(["inspect", f"{host}/inspect/resume-reviewer:v1", *flags, "--cosign-key", str(key_file), "-o", "json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["signature"] == {"verdict": "verified", "reason": f"signed with {key_file}"}
+    assert result["pinnedReference"] == f"{host}/inspect/resume-reviewer:v1@{skill}"
+
+
+def test_an_unusable_key_is_a_usage_error(images, tmp_path, capsys) -> None:
+    host, _, _, flags, _ = images
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    assert main(["inspect", f"{host}/inspect/resume-reviewer:v1", *flags, "--cosign-key", str(bad)]) == 2
+    assert "no PEM public key" in capsys.readouterr().err
+
+
+def test_the_console_script(images) -> None:
+    host, _, _, flags, _ = images
+    done = subprocess.run(
+        [sys.executable, "-m", "app.service.cli", "inspect", f"{host}/inspect/artifact:v1", *flags],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1
+    assert "not mountable: an OCI artifact with an empty config" in done.stdout
