@@ -189,6 +189,18 @@ def test_a_moved_tag_makes_pinned_pods_stale() -> None:
     assert pod_staleness(recorded(record), index_of(rt(A)), StalenessOptions(references=lambda r: None)).stale
 
 
+def test_recorded_digests_can_be_trusted_where_no_resolver_runs() -> None:
+    pinned = "ghcr.io/a/blog-writer:v1@sha256:" + "3" * 64
+    fingerprint = literal_fingerprint(f'{{"image":"{pinned}","mountPath":"/skills/blog","name":"blog-writer"}}')
+    record = {"agentRuntime": "writer", "container": "agent", "skills": {"blog-writer": pinned}, "fingerprint": fingerprint}
+    trusting = StalenessOptions(trust_recorded_digests=True)
+    assert pod_staleness(recorded(record), index_of(rt(A))).stale
+    assert pod_staleness(recorded(record), index_of(rt(A)), trusting).reason == S.CURRENT
+    # A new tag is still a change.
+    moved = pod_staleness(recorded(record), index_of(rt({**A, "image": "ghcr.io/a/blog-writer:v2"})), trusting)
+    assert moved.stale and moved.differences == (f"blog-writer: {pinned} -> ghcr.io/a/blog-writer:v2",)
+
+
 def test_options_follow_the_mutation_options() -> None:
     options = StalenessOptions.from_mutation(MutationOptions(image_volumes=False, domain=Domain("rossoctl.io")))
     assert options.domain == Domain("rossoctl.io") and options.image_volumes is False and options.references is None

@@ -49,6 +49,9 @@ class StalenessOptions:
     # pod stale for it would only churn pods to take their skills away.
     image_volumes: bool = True
     references: ReferencesProvider | None = None
+    # Where no resolver runs (`skill-webhook stale` from a laptop), a recorded `<image>@<digest>` is taken
+    # as the current injection of `<image>`: only the registry could say whether the tag moved since.
+    trust_recorded_digests: bool = False
 
     @classmethod
     def from_mutation(cls, mutation: Any) -> "StalenessOptions":
@@ -144,10 +147,12 @@ def pod_staleness(
         # take them down: their replacements are denied. Reported, so that someone fixes it.
         head = f'AgentRuntime "{runtime.metadata.name}" is invalid, its new pods are denied: ' + "; ".join(problems)
         return verdict(True, INVALID, runtime, differences=(head,), problems=problems)
-    if runtime is not None and memo is not None:
+    if runtime is not None and memo is not None and not options.trust_recorded_digests:
         wanted, fingerprint = memo.get(runtime, options)
     else:
         wanted = expected_skills(runtime, options)
+        if options.trust_recorded_digests and record is not None:
+            wanted = tuple(_as_recorded(s, record.skills.get(s.name)) for s in wanted)
         fingerprint = skills_fingerprint(wanted) if wanted else ""
 
     if record is None:
@@ -181,6 +186,12 @@ def pod_staleness(
 def workload_of(pod: dict[str, Any] | _PodLike) -> tuple[WorkloadRef, ...]:
     """The workloads the pod answers to (as matching reads them), for grouping pods by workload."""
     return resolve_workload(pod if isinstance(pod, dict) else pod.as_pod())
+
+
+def _as_recorded(skill: InjectedSkill, recorded: str | None) -> InjectedSkill:
+    if recorded is not None and "@" not in skill.image and recorded.startswith(skill.image + "@"):
+        return skill._replace(image=recorded)
+    return skill
 
 
 # -- describing the difference -----------------------------------------------------------------------

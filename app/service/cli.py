@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from . import cli_certs, cli_inspect, cli_manifests, cli_mutate, cli_validate
+from . import cli_certs, cli_inspect, cli_manifests, cli_mutate, cli_stale, cli_validate
 from .settings import Settings
 
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(subparsers)
-    for module in (cli_validate, cli_mutate, cli_certs, cli_manifests, cli_inspect):
+    for module in (cli_validate, cli_mutate, cli_certs, cli_manifests, cli_inspect, cli_stale):
         before = set(subparsers.choices)
         module.add_parser(subparsers)
         for name in set(subparsers.choices) - before:
