@@ -1,0 +1,276 @@
+"""The Pod informer: every agent and tool pod of the cluster, as compact summaries.
+
+A second use of the Reflector. The API server filters by label (`<domain>/type in (agent,tool)`), so
+other pods never cross the wire, and each pod is cut down to what deciding staleness and rolling it
+needs (README "When skills change"): a cluster's pods are many and large, a summary is a few hundred
+bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+
+import kubernetes.client
+
+from app.core.names import LABEL_POD_TEMPLATE_HASH, Domain
+
+from .reflector import InformerMetrics, Listener, ListWatch, Reflector
+
+log = logging.getLogger(__name__)
+
+POD_TYPES = ("agent", "tool")
+
+
+def pod_selector(domain: Domain) -> str:
+    """The server-side label selector of the Pod informer."""
+    return f"{domain.type_label} in ({','.join(POD_TYPES)})"
+
+
+class OwnerRef(NamedTuple):
+    api_version: str
+    kind: str
+    name: str
+    controller: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PodSummary:
+    """What the reconciler keeps of a pod. `labels` holds only `<domain>/*` and `pod-template-hash`
+    (sorted pairs, so the summary is immutable and hashable); `owner` is the controller owner
+    reference, else the first one, else None."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    labels: tuple[tuple[str, str], ...]
+    owner: OwnerRef | None
+    skills_injected: str | None  # the raw `<domain>/skills-injected` annotation
+    ready: bool
+    deleting: bool  # metadata.deletionTimestamp is set
+    phase: str
+    # Which annotation key `skills_injected` came from, so that `as_pod` writes it back under it.
+    injected_key: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def label(self, key: str) -> str | None:
+        for name, value in self.labels:
+            if name == key:
+                return value
+        return None
+
+    def as_pod(self) -> dict[str, Any]:
+        """A minimal pod object (name, namespace, uid, labels, owner, the record) for the functions of
+        the core that read pods: owner resolution and staleness."""
+        metadata: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+            "resourceVersion": self.resource_version,
+            "labels": dict(self.labels),
+        }
+        if self.owner is not None:
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": self.owner.api_version,
+                    "kind": self.owner.kind,
+                    "name": self.owner.name,
+                    "controller": self.owner.controller,
+                }
+            ]
+        if self.skills_injected is not None and self.injected_key:
+            metadata["annotations"] = {self.injected_key: self.skills_injected}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "status": {"phase": self.phase}}
+
+
+def summarize(obj: Any, domain: Domain) -> PodSummary | None:
+    """The PodSummary of a raw pod object; None for one without a name."""
+    if not isinstance(obj, dict):
+        return None
+    metadata = _dict(obj.get("metadata"))
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    if not isinstance(name, str) or not name or not isinstance(namespace, str):
+        return None
+    prefix = domain.prefix + "/"
+    labels = tuple(
+        sorted(
+            # Interned: the same few keys and values repeat on every pod of a workload.
+            (sys.intern(key), sys.intern(value))
+            for key, value in _dict(metadata.get("labels")).items()
+            if isinstance(value, str) and (key.startswith(prefix) or key == LABEL_POD_TEMPLATE_HASH)
+        )
+    )
+    injected = _dict(metadata.get("annotations")).get(domain.skills_injected)
+    status = _dict(obj.get("status"))
+    return PodSummary(
+        namespace=sys.intern(namespace),
+        name=name,
+        uid=_text(metadata.get("uid")),
+        resource_version=_text(metadata.get("resourceVersion")),
+        labels=labels,
+        owner=_owner(metadata.get("ownerReferences")),
+        skills_injected=injected if isinstance(injected, str) else None,
+        ready=_ready(status.get("conditions")),
+        deleting=bool(metadata.get("deletionTimestamp")),
+        phase=sys.intern(_text(status.get("phase"))),
+        injected_key=domain.skills_injected,
+    )
+
+
+class PodStore:
+    """PodSummaries by (namespace, name) and by namespace. Written from the informer's thread under a
+    lock, which publishes fresh dicts with one assignment each; readers never lock."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], PodSummary] = {}
+        self._by_namespace: dict[str, dict[str, PodSummary]] = {}
+        self._lock = threading.Lock()
+        self.synced = threading.Event()
+
+    # -- reads (lock-free) -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, namespace: str, name: str) -> PodSummary | None:
+        return self._by_key.get((namespace, name))
+
+    def all(self) -> list[PodSummary]:
+        return list(self._by_key.values())
+
+    def namespaces(self) -> list[str]:
+        return list(self._by_namespace)
+
+    def by_namespace(self, namespace: str | None = None) -> Iterator[PodSummary]:
+        """The pods of one namespace, or (None) of every namespace grouped by namespace."""
+        groups = self._by_namespace
+        if namespace is not None:
+            yield from list(groups.get(namespace, {}).values())
+            return
+        for pods in list(groups.values()):
+            yield from list(pods.values())
+
+    # -- writes (the informer's thread) ------------------------------------------------------------
+
+    def replace_all(self, items: Iterable[PodSummary]) -> None:
+        by_key = {p.key: p for p in items}
+        by_namespace: dict[str, dict[str, PodSummary]] = {}
+        for summary in by_key.values():
+            by_namespace.setdefault(summary.namespace, {})[summary.name] = summary
+        with self._lock:
+            self._by_key, self._by_namespace = by_key, by_namespace
+
+    def upsert(self, obj: PodSummary) -> PodSummary | None:
+        with self._lock:
+            old = self._by_key.get(obj.key)
+            by_key = dict(self._by_key)
+            by_key[obj.key] = obj
+            group = dict(self._by_namespace.get(obj.namespace, {}))
+            group[obj.name] = obj
+            self._by_key = by_key
+            self._by_namespace = {**self._by_namespace, obj.namespace: group}
+            return old
+
+    def delete(self, namespace: str, name: str) -> PodSummary | None:
+        with self._lock:
+            old = self._by_key.get((namespace, name))
+            if old is None:
+                return None
+            by_key = dict(self._by_key)
+            del by_key[(namespace, name)]
+            group = dict(self._by_namespace.get(namespace, {}))
+            group.pop(name, None)
+            by_namespace = dict(self._by_namespace)
+            if group:
+                by_namespace[namespace] = group
+            else:
+                by_namespace.pop(namespace, None)
+            self._by_key, self._by_namespace = by_key, by_namespace
+            return old
+
+
+class PodInformer:
+    """Agent and tool pods of every namespace in a PodStore, kept current by LIST + WATCH."""
+
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        domain: Domain,
+        *,
+        store: PodStore | None = None,
+        listeners: Sequence[Listener] = (),
+        metrics: InformerMetrics | None = None,
+        page_size: int = 500,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        watch_timeout: int = 300,
+        connect_timeout: float = 10.0,
+        list_timeout: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.domain = domain
+        self.store = store if store is not None else PodStore()
+        self.reflector: Reflector[PodSummary] = Reflector(
+            ListWatch.core_pods(api_client, label_selector=pod_selector(domain)),
+            lambda obj: summarize(obj, domain),
+            self.store,
+            version=lambda pod: pod.resource_version,
+            kind="pod",
+            logger=log,
+            synced=self.store.synced,
+            listeners=listeners,
+            metrics=metrics,
+            page_size=page_size,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            watch_timeout=watch_timeout,
+            connect_timeout=connect_timeout,
+            list_timeout=list_timeout,
+            rng=rng,
+        )
+
+    @property
+    def synced(self) -> threading.Event:
+        return self.store.synced
+
+    def add_listener(self, listener: Listener) -> None:
+        self.reflector.add_listener(listener)
+
+    def start(self) -> None:
+        self.reflector.start("pod-informer")
+
+    def stop(self) -> None:
+        self.reflector.stop()
+
+
+def _owner(refs: Any) -> OwnerRef | None:
+    if not isinstance(refs, list):
+        return None
+    refs = [r for r in refs if isinstance(r, dict)]
+    chosen = next((r for r in refs if r.get("controller") is True), refs[0] if refs else None)
+    if chosen is None:
+        return None
+    return OwnerRef(sys.intern(_text(chosen.get("apiVersion"))), sys.intern(_text(chosen.get("kind"))),
+                    sys.intern(_text(chosen.get("name"))), chosen.get("controller") is True)
+
+
+def _ready(conditions: Any) -> bool:
+    if not isinstance(conditions, list):
+        return False
+    return any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
