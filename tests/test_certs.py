@@ -19,7 +19,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from app.service.certs import (
     CertBundlePaths,
     atomic_write,
-    cert_expiry,
     cert_pem,
     ensure_dev_certs,
     generate_ca,
@@ -131,10 +130,13 @@ def test_bundle_files_and_modes(bundle):
         assert stat.S_IMODE(os.stat(cert).st_mode) == 0o644
 
 
-def test_cert_expiry_is_the_utc_not_after(bundle):
-    expiry = cert_expiry(bundle.tls_cert)
-    assert expiry.tzinfo is not None and expiry.utcoffset() == dt.timedelta(0)
-    assert expiry == load_cert(bundle.tls_cert).not_valid_after_utc
+def test_serving_certificate_expires_after_its_validity_and_not_after_its_ca(bundle):
+    leaf, ca = load_cert(bundle.tls_cert), load_cert(bundle.ca_cert)
+    expiry = leaf.not_valid_after_utc
+    assert expiry.utcoffset() == dt.timedelta(0)
+    # Made moments ago with the default validity: about a year, and never outliving the CA.
+    assert dt.timedelta(days=360) < expiry - dt.datetime.now(UTC) <= dt.timedelta(days=366)
+    assert expiry <= ca.not_valid_after_utc
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
@@ -180,7 +182,7 @@ def test_ensure_dev_certs_reissues_a_serving_cert_expiring_within_a_day_from_the
     atomic_write(paths.tls_key, key_pem(key), 0o600)
     ensure_dev_certs(tmp_path)
     assert paths.ca_key.read_bytes() == ca_key
-    assert cert_expiry(paths.tls_cert) - dt.datetime.now(UTC) > dt.timedelta(days=300)
+    assert load_cert(paths.tls_cert).not_valid_after_utc - dt.datetime.now(UTC) > dt.timedelta(days=300)
     handshake(paths, "localhost")
 
 
@@ -234,4 +236,4 @@ def test_ensure_dev_certs_replaces_what_it_cannot_use(tmp_path, damage):
 def test_dev_bundle_is_usable_by_the_reloading_server_context(tmp_path):
     paths = ensure_dev_certs(Path(tmp_path))
     tls = ReloadingTLSContext(paths.tls_cert, paths.tls_key)
-    assert tls.loaded and tls.not_after == cert_expiry(paths.tls_cert)
+    assert tls.loaded and tls.not_after == load_cert(paths.tls_cert).not_valid_after_utc

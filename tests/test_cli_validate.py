@@ -1,4 +1,4 @@
-"""`skill-webhook validate FILE...`: the offline validator (SPEC §8)."""
+"""`skill-webhook validate FILE...`: the offline validator, and its agreement with the /validate dry run."""
 
 from __future__ import annotations
 
@@ -150,23 +150,32 @@ def test_registry_allow_flag_and_environment(
     path = _write(tmp_path, "ok.yaml", VALID)
     assert run("--registry-allow", "quay.io, ghcr.io/redhat-et", str(path)) == 0
     assert run("--registry-allow", "quay.io", str(path)) == 1
-    assert 'registry "ghcr.io/redhat-et/skillimage/resume-reviewer" is not allowed; allowed: "quay.io"' in capsys.readouterr().out
+    assert (
+        'spec.skills[0].image: Forbidden: image "ghcr.io/redhat-et/skillimage/resume-reviewer@sha256:'
+        '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" is not in the registry allow-list (quay.io)'
+    ) in capsys.readouterr().out
     monkeypatch.setenv("SKILL_WEBHOOK_REGISTRY_ALLOW", "quay.io")
     assert run(str(path)) == 1
 
 
 def test_other_agentruntime_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An AgentRuntime of another group is an error that names the group wanted (a forgotten
+    # --agentruntime-api), not a silent skip.
     path = _write(tmp_path, "ok.yaml", VALID.replace("agent.kagenti.dev/v1alpha1", "agents.example.org/v1"))
-    assert run(str(path)) == 0
-    assert "not an AgentRuntime of agent.kagenti.dev/v1alpha1" in capsys.readouterr().err
+    assert run(str(path)) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f'{path}: apiVersion: Unsupported value: "agents.example.org/v1": supported values: "agent.kagenti.dev/v1alpha1"'
+    ]
     assert run("--agentruntime-api", "agents.example.org/v1", str(path)) == 0
     assert "1 AgentRuntime(s) checked" in capsys.readouterr().err
 
 
 def test_empty_and_non_object_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = _write(tmp_path, "empty.yaml", "# nothing\n")
+    assert run(str(empty)) == 0
+    assert f"{empty}: note: no documents" in capsys.readouterr().err
     scalar = _write(tmp_path, "scalar.yaml", "just text\n")
-    assert run(str(empty), str(scalar)) == 0
-    err = capsys.readouterr().err
-    assert f"{empty}: note: no documents" in err
-    assert f"{scalar}: note: skipped a document that is not an object" in err
+    assert run(str(scalar)) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f'{scalar}: <root>: Invalid value: "string": must be an object (an AgentRuntime)'
+    ]

@@ -12,7 +12,6 @@ from app.core.validation.paths import (
     components,
     first_enclosing,
     first_owners,
-    is_beneath,
     is_within,
     mount_path_problems,
     normalise,
@@ -51,7 +50,7 @@ def test_normalise(path: str, normalised: str) -> None:
     ],
 )
 def test_containment_compares_whole_components(path: str, parent: str, beneath: bool) -> None:
-    assert is_beneath(components(path), components(parent)) is beneath
+    assert (is_within(components(path), components(parent)) and normalise(path) != normalise(parent)) is beneath
     assert is_within(components(path), components(parent)) is (beneath or normalise(path) == normalise(parent))
 
 
@@ -84,10 +83,37 @@ def test_containment_compares_whole_components(path: str, parent: str, beneath: 
         ("../a", ("must be an absolute path", "must not contain '..'")),
         ("/" + "a" * 4096, ("must be no more than 4096 characters",)),
         ("/" + "a" * 4095, ()),
+        ("/var/run", ("must not be the system directory /var/run",)),
+        ("/var//run/", ("must not be the system directory /var/run",)),
+        ("/var/run/skills", ()),
+        ("/etc/hosts", ("must not be /etc/hosts, a file the kubelet writes into every container",)),
+        ("/etc/hostname", ("must not be /etc/hostname, a file the kubelet writes into every container",)),
+        ("/etc/./resolv.conf", ("must not be /etc/resolv.conf, a file the kubelet writes into every container",)),
+        ("/etc/hosts.allow", ()),
+        ("/x/\x00", ("must not contain control characters (found NUL at offset 3)",)),
+        ("/x\ny", ("must not contain control characters (found newline at offset 2)",)),
+        ("/x/\t", ("must not contain control characters (found tab at offset 3)",)),
+        ("/x\x7f", ("must not contain control characters (found DEL at offset 2)",)),
+        ("/x\x1f", ("must not contain control characters (found U+001F at offset 2)",)),
+        ("/x/ y", ("path components must not begin or end with whitespace",)),
+        ("/x /y", ("path components must not begin or end with whitespace",)),
+        ("/x/y\u00a0", ("path components must not begin or end with whitespace",)),
+        ("/x/a b", ()),
     ],
 )
 def test_mount_path_problems(path: str, problems: tuple[str, ...]) -> None:
     assert mount_path_problems(path) == problems
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.text(st.characters(min_codepoint=0x30, max_codepoint=0x7a), max_size=8),
+    char=st.sampled_from([chr(c) for c in range(0x20)] + ["\x7f"]),
+    after=st.text(st.characters(min_codepoint=0x30, max_codepoint=0x7a), max_size=8),
+)
+def test_any_control_character_is_an_error(before: str, char: str, after: str) -> None:
+    problems = mount_path_problems(f"/skills/{before}{char}{after}")
+    assert any(p.startswith("must not contain control characters") for p in problems)
 
 
 def test_first_enclosing_finds_the_outermost_owner() -> None:
@@ -110,4 +136,4 @@ def test_containment_agrees_with_posix_normalisation(path: str, parent: str) -> 
     assert normalise(path) == norm
     assert normalise(normalise(path)) == normalise(path)
     expected = norm != norm_parent and (norm_parent == "/" or norm.startswith(norm_parent + "/"))
-    assert is_beneath(components(path), components(parent)) is expected
+    assert (is_within(components(path), components(parent)) and norm != norm_parent) is expected

@@ -24,15 +24,12 @@ class AdmissionRequest:
     operation: str
     namespace: str
     group: str
-    version: str
     kind: str
-    resource: str
     sub_resource: str
     name: str
     dry_run: bool
     object: Any
     old_object: Any
-    raw: dict[str, Any]
 
 
 @dataclass
@@ -73,23 +70,17 @@ def parse_admission_review(body: Any) -> AdmissionRequest:
     kind = request.get("kind")
     if not isinstance(kind, dict):
         kind = {}
-    resource = request.get("resource")
-    if not isinstance(resource, dict):
-        resource = {}
     return AdmissionRequest(
         uid=uid,
         operation=_str(request.get("operation")),
         namespace=_str(request.get("namespace")),
         group=_str(kind.get("group")),
-        version=_str(kind.get("version")),
         kind=_str(kind.get("kind")),
-        resource=_str(resource.get("resource")),
         sub_resource=_str(request.get("subResource")),
         name=_str(request.get("name")),
         dry_run=request.get("dryRun") is True,
         object=request.get("object"),
         old_object=request.get("oldObject"),
-        raw=request,
     )
 
 

@@ -1,14 +1,15 @@
 """The FastAPI apps: the HTTPS webhook (/mutate, /validate) and the plain-HTTP health/metrics listener.
 
-Both admission endpoints share one envelope path (`_admission`): read the body under a size cap,
-decode, decide with a pure core function, log one line, count, respond. Nothing here may answer 500:
-a body we cannot read is a 400/413 with a JSON error, and an unexpected failure inside a decision is
-a denial with the reason logged, so the API server always gets a well-formed AdmissionReview.
+Both admission endpoints share one envelope path (`_admission`): read the body under a size cap and
+a deadline, decode, decide with a pure core function, log one line, count, respond. Nothing here may
+answer 500: a body we cannot read is a 400/408/413 with a JSON error, and an unexpected failure inside
+a decision is a denial with the reason logged, so the API server always gets a well-formed
+AdmissionReview.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,15 +27,18 @@ from app.core.admission import (
     admission_response,
     parse_admission_review,
 )
-from app.core.documents import DocumentError, load_documents
+from app.core.documents import DocumentError, dump_json, load_documents
 from app.core.index import AgentRuntimeIndex
 from app.core.mutation import MutationOptions, review_pod
-from app.core.validation import ValidationOptions, review_agentruntime, validate_agentruntime
+from app.core.validation import ValidationOptions, review_agentruntime, validate_documents
 
 from .logs import ADMISSION_LOG, ADMISSION_LOGGER
 from .metrics import WebhookMetrics
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own limit on a request body
+# A body must have arrived this long after its headers: the API server gives up on a webhook after at
+# most 30 s, so a slower body is a trickling client holding a connection, not an admission.
+BODY_TIMEOUT_SECONDS = 10.0
 JSON_TYPE = "application/json"
 
 log = logging.getLogger(ADMISSION_LOGGER)
@@ -51,12 +55,12 @@ class ServiceState:
     metrics: WebhookMetrics = field(default_factory=WebhookMetrics)
     # Readiness also needs the serving certificate; tests on the bare ASGI app have none to wait for.
     certificate_loaded: Callable[[], bool] = lambda: True
+    body_timeout: float = BODY_TIMEOUT_SECONDS
 
 
 def create_app(state: ServiceState) -> FastAPI:
     """The HTTPS webhook: POST /mutate and POST /validate."""
     app = FastAPI(title="skill-webhook", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.service = state
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
@@ -134,11 +138,7 @@ def _answer_review(review: Any, state: ServiceState, endpoint: str, decide: Deci
             state.metrics.skills_injected.inc(len(decision.skills))
         elif decision.outcome == "image-volumes-off":
             state.metrics.image_volumes_unsupported.inc()
-    answer = admission_response(request.uid, decision)
-    try:
-        payload = orjson.dumps(answer)
-    except TypeError:  # a lone surrogate that stdlib YAML/JSON let through (/validate): escape it
-        payload = json.dumps(answer, separators=(",", ":")).encode()
+    payload = dump_json(admission_response(request.uid, decision))
     elapsed = time.perf_counter() - started
     state.metrics.observe_admission(endpoint, decision.outcome, elapsed)
     _log_admission(endpoint, request, decision, elapsed)
@@ -146,26 +146,42 @@ def _answer_review(review: Any, state: ServiceState, endpoint: str, decide: Deci
 
 
 def _dry_run_report(documents: list[Any], state: ServiceState) -> Response:
-    """curl dry run with a bare AgentRuntime: a plain report, not an AdmissionReview."""
+    """curl dry run with bare AgentRuntimes: a plain report, not an AdmissionReview. The documents
+    are checked together and against the cache, by the function `skill-webhook validate` uses."""
     if not documents:
         return _bad_request(state, "validate", "body holds no document")
-    reports = [validate_agentruntime(doc, operation="CREATE", index=state.index, options=state.validation)
-               for doc in documents]
-    if len(reports) == 1:
-        result = reports[0].as_dict()
-    else:  # several YAML documents: one report, each line prefixed by its document's position
-        result = {
-            "allowed": all(r.allowed for r in reports),
-            "errors": [f"[{i}] {e}" for i, r in enumerate(reports) for e in r.errors],
-            "warnings": [f"[{i}] {w}" for i, r in enumerate(reports) for w in r.warnings],
-        }
-    decision = "allowed" if result["allowed"] else "denied"
+    # One document: lines as they are. Several (or a list): each line starts with where it is from.
+    labels = [""] if len(documents) == 1 else [f"[{i}]" for i in range(len(documents))]
+    batch = validate_documents(zip(labels, documents), options=state.validation, index=state.index)
+    errors: list[str] = []
+    warnings: list[str] = []
+    for result in batch.results:
+        prefix = f"{result.label} " if result.label else ""
+        if result.report is None:
+            warnings.append(f"{prefix}{result.note} of {state.validation.agentruntime_api}")
+            continue
+        errors += [prefix + e for e in result.report.errors]
+        warnings += [prefix + w for w in result.report.warnings]
+    decision = "allowed" if batch.allowed else "denied"
     state.metrics.admissions.labels("validate-dry-run", decision).inc()
-    return JSONResponse(result)
+    return Response(dump_json({"allowed": batch.allowed, "errors": errors, "warnings": warnings}), media_type=JSON_TYPE)
 
 
 async def _read_body(request: Request, state: ServiceState, endpoint: str) -> bytes | Response:
-    """The body, or a 413 as soon as it is known to exceed the cap (never read whole)."""
+    """The body; a 413 as soon as it is known to exceed the cap (never read whole); a 408 when it
+    has not fully arrived `state.body_timeout` seconds after the headers."""
+    try:
+        async with asyncio.timeout(state.body_timeout):
+            return await _receive_body(request, state, endpoint)
+    except TimeoutError:
+        state.metrics.bad_requests.labels(endpoint, "408").inc()
+        return JSONResponse(
+            {"error": f"request body not received within {state.body_timeout:g} s of its headers", "code": 408},
+            status_code=408, headers={"Connection": "close"},
+        )
+
+
+async def _receive_body(request: Request, state: ServiceState, endpoint: str) -> bytes | Response:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():

@@ -196,11 +196,6 @@ def load_key(path: str | os.PathLike[str]) -> PrivateKey:
     return key
 
 
-def cert_expiry(path: str | os.PathLike[str]) -> dt.datetime:
-    """notAfter of the first certificate in a PEM file, timezone-aware UTC."""
-    return load_cert(path).not_valid_after_utc
-
-
 def _same_public_key(key: PrivateKey, cert: x509.Certificate) -> bool:
     return key.public_key() == cert.public_key()
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, TextIO
 import yaml
 from cryptography import x509
 
+from app.core.documents import open_lists
 from app.service.certs import DEFAULT_NAMESPACE, DEFAULT_SERVICE, write_cert_bundle
 
 DEFAULT_WEBHOOKS_MANIFEST = Path("manifests/webhooks.yaml")
@@ -155,10 +156,8 @@ def fill_ca_bundle(documents: Iterable[Any], ca_bundle: str) -> int:
     """Sets caBundle in every webhook of every webhook configuration (in place, also inside a `List`);
     returns how many configurations were filled."""
     filled = 0
-    for doc in documents:
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            filled += fill_ca_bundle(doc["items"], ca_bundle)
-        elif is_webhook_configuration(doc):
+    for _, doc in open_lists(("", d) for d in documents):
+        if is_webhook_configuration(doc):
             for webhook in doc.get("webhooks") or []:
                 if isinstance(webhook, dict):
                     client_config = webhook.setdefault("clientConfig", {})

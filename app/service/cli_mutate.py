@@ -1,9 +1,15 @@
-"""`skill-webhook mutate`: offline preview of what /mutate would do to a pod."""
+"""`skill-webhook mutate`: offline preview of what /mutate would do to a pod.
+
+A one-shot preview has no last good content to fall back on, so a runtimes file that does not parse
+is an error (`FILE:LINE:COLUMN: problem`, exit 1), where `serve` would log it and keep going. Output
+cut short by its reader (`| head`) ends the command quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +20,9 @@ from app.core.documents import DocumentError, load_documents
 from app.core.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
 from app.core.mutation import MutationOptions, mutate_pod
-from app.sources.files import FileSource
+from app.sources.files import FileSource, RuntimesFileError
+
+from .settings import split_list
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +44,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing left to say. Point stdout at /dev/null so that the
+        # interpreter's final flush does not fail (and print a traceback) again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         text = sys.stdin.read() if args.pod == "-" else Path(args.pod).read_text(encoding="utf-8")
         documents = load_documents(text)
     except (OSError, UnicodeDecodeError, DocumentError) as err:
@@ -50,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.runtimes}: no such file or directory", file=sys.stderr)
         return 1
     index = AgentRuntimeIndex()
-    FileSource(index, args.runtimes, agentruntime_api=args.agentruntime_api).reload()
+    try:
+        FileSource(index, args.runtimes, agentruntime_api=args.agentruntime_api).reload(strict=True)
+    except RuntimesFileError as err:
+        print(err, file=sys.stderr)
+        return 1
     index.synced.set()
     options = MutationOptions(
-        frozenset(n.strip() for n in args.sidecar_names.split(",") if n.strip()),
+        frozenset(split_list(args.sidecar_names)),
         image_volumes=args.image_volumes == "on",
         image_volumes_reason="--image-volumes off",
     )
@@ -70,4 +92,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         patched = jsonpatch.apply_patch(pod, patch)
         print(yaml.safe_dump(patched, sort_keys=False), end="")
+    sys.stdout.flush()  # a closed pipe shows here, inside the handler above, not at exit
     return 0

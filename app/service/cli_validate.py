@@ -1,30 +1,33 @@
-"""`skill-webhook validate FILE...`: the /validate rules, offline (SPEC §8).
+"""`skill-webhook validate FILE...`: the /validate rules, offline (README "Commands and settings").
 
 Prints one line per problem, `FILE[#DOC]: field: problem` for errors and `FILE[#DOC]: warning:
 field: problem` for warnings (DOC, 1-based, only when the file holds several documents), and exits
 1 when there is any error or a file cannot be read or parsed. Documents of other kinds are skipped
 with a note on stderr; `kind: List` documents (kubectl get -o yaml) are looked into.
 
-The AgentRuntimes of all the files given are checked against each other for the one-per-workload
-rule, as if they were created in that order; the cluster is never asked.
+A directory stands for the same files as `serve --runtimes DIR` reads (app.sources.files), and all
+the documents of all the files given are checked together, in order, by the function behind the
+/validate dry run (app.core.validation.validate_documents): two AgentRuntimes on one workload are an
+error, as they would be when created in that order. The cluster is never asked.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from app.core.documents import DocumentError, load_documents
-from app.core.index import AgentRuntimeIndex
-from app.core.model import AGENTRUNTIME_KIND, DEFAULT_AGENTRUNTIME_API, AgentRuntime, is_agentruntime
-from app.core.validation import ValidationOptions, validate_agentruntime
+from app.core.model import DEFAULT_AGENTRUNTIME_API
+from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain
+from app.core.validation import ValidationOptions, validate_documents
+from app.sources.files import document_files
+
+from .settings import split_list
 
 STDIN = "-"
-DOCUMENT_SUFFIXES = (".yaml", ".yml", ".json")
 _CONTENT_TYPES = {".json": "application/json", ".yaml": "application/yaml", ".yml": "application/yaml"}
 
 
@@ -39,7 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "files", nargs="+", metavar="FILE", help="file or directory of .yaml/.yml/.json files; '-' reads stdin"
+        "files", nargs="+", metavar="FILE",
+        help="file, or directory of .yaml/.yml/.json files (recursively, as serve --runtimes); '-' reads stdin",
     )
     parser.add_argument(
         "--registry-allow",
@@ -52,74 +56,65 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=os.environ.get("SKILL_WEBHOOK_AGENTRUNTIME_API", DEFAULT_AGENTRUNTIME_API),
         help="group/version of AgentRuntime (env SKILL_WEBHOOK_AGENTRUNTIME_API; default %(default)s)",
     )
+    parser.add_argument(
+        "--domain",
+        default=os.environ.get("SKILL_WEBHOOK_DOMAIN", DEFAULT_DOMAIN_PREFIX),
+        help="prefix of the <domain>/skill-images annotation (env SKILL_WEBHOOK_DOMAIN; default %(default)s)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        domain = Domain(args.domain)
+    except ValueError as err:
+        print(f"skill-webhook validate: --domain: {err}", file=sys.stderr)
+        return 2
     options = ValidationOptions(
-        registry_allow=tuple(r.strip() for r in args.registry_allow.split(",") if r.strip()),
-        agentruntime_api=args.agentruntime_api,
+        registry_allow=split_list(args.registry_allow), agentruntime_api=args.agentruntime_api, domain=domain
     )
-    checker = _Checker(options)
+    unreadable = False
+    labelled: list[tuple[str, Any]] = []
     for label, path in _sources(args.files):
-        checker.check_source(label, path)
-    print(
-        f"{checker.checked} AgentRuntime(s) checked: {checker.errors} error(s), {checker.warnings} warning(s)",
-        file=sys.stderr,
-    )
-    return 1 if checker.failed else 0
-
-
-class _Checker:
-    def __init__(self, options: ValidationOptions) -> None:
-        self.options = options
-        # The files' own AgentRuntimes, so that two of them on one workload are caught.
-        self.index = AgentRuntimeIndex()
-        self.checked = self.errors = self.warnings = 0
-        self.failed = False
-
-    def check_source(self, label: str, path: Path | None) -> None:
-        try:
-            data = sys.stdin.buffer.read() if path is None else path.read_bytes()
-        except OSError as exc:
-            self.fail(f"{label}: cannot read: {exc.strerror or exc}")
-            return
-        content_type = _CONTENT_TYPES.get(path.suffix.lower()) if path is not None else None
-        try:
-            documents = load_documents(data, content_type)
-        except DocumentError as exc:
-            where = f"{label}:{exc.line}:{exc.column}" if exc.line is not None else label
-            self.fail(f"{where}: {exc.message}")
-            return
+        documents = _read(label, path)
+        if documents is None:
+            unreadable = True
+            continue
         if not documents:
             _note(f"{label}: note: no documents")
         for number, document in enumerate(documents, start=1):
-            prefix = f"{label}#{number}" if len(documents) > 1 else label
-            for item_prefix, item in _expand_lists(prefix, document):
-                self.check_document(item_prefix, item)
+            labelled.append((f"{label}#{number}" if len(documents) > 1 else label, document))
+    batch = validate_documents(labelled, options=options)
+    for result in batch.results:
+        if result.report is None:
+            _note(f"{result.label}: note: {result.note} of {options.agentruntime_api}")
+            continue
+        for error in result.report.errors:
+            print(f"{result.label}: {error}")
+        for warning in result.report.warnings:
+            print(f"{result.label}: warning: {warning}")
+    print(
+        f"{batch.checked} AgentRuntime(s) checked: {batch.errors} error(s), {batch.warnings} warning(s)",
+        file=sys.stderr,
+    )
+    return 1 if unreadable or not batch.allowed else 0
 
-    def check_document(self, prefix: str, document: Any) -> None:
-        if not is_agentruntime(document, self.options.agentruntime_api):
-            _note(f"{prefix}: note: skipped {_describe(document)}: not an AgentRuntime of {self.options.agentruntime_api}")
-            return
-        self.checked += 1
-        report = validate_agentruntime(document, operation="CREATE", index=self.index, options=self.options)
-        for error in report.errors:
-            print(f"{prefix}: {error}")
-        for warning in report.warnings:
-            print(f"{prefix}: warning: {warning}")
-        self.errors += len(report.errors)
-        self.warnings += len(report.warnings)
-        if report.allowed:
-            # Valid means well-typed, so the shared model accepts it.
-            self.index.upsert(AgentRuntime.from_object(document))
-        else:
-            self.failed = True
 
-    def fail(self, line: str) -> None:
-        print(line)
-        self.failed = True
+def _read(label: str, path: Path | None) -> list[Any] | None:
+    """The documents of one input, or None after printing why it cannot be read or parsed."""
+    try:
+        data = sys.stdin.buffer.read() if path is None else path.read_bytes()
+    except OSError as exc:
+        print(f"{label}: cannot read: {exc.strerror or exc}")
+        return None
+    content_type = _CONTENT_TYPES.get(path.suffix.lower()) if path is not None else None
+    try:
+        return load_documents(data, content_type)
+    except DocumentError as exc:
+        where = f"{label}:{exc.line}:{exc.column}" if exc.line is not None else label
+        print(f"{where}: {exc.message}")
+        return None
 
 
 def _sources(arguments: list[str]) -> Iterator[tuple[str, Path | None]]:
@@ -130,38 +125,13 @@ def _sources(arguments: list[str]) -> Iterator[tuple[str, Path | None]]:
             continue
         path = Path(argument)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in DOCUMENT_SUFFIXES and p.is_file())
+            files = document_files(path)
             if not files:
                 _note(f"{argument}: note: no .yaml, .yml or .json files")
             for file in files:
                 yield str(file), file
         else:
             yield argument, path
-
-
-def _expand_lists(prefix: str, document: Any) -> Iterator[tuple[str, Any]]:
-    """A `kind: List` (or `AgentRuntimeList`) document stands for its items."""
-    if (
-        isinstance(document, dict)
-        and document.get("kind") in ("List", f"{AGENTRUNTIME_KIND}List")
-        and isinstance(document.get("items"), list)
-    ):
-        for i, item in enumerate(document["items"]):
-            yield f"{prefix}.items[{i}]", item
-    else:
-        yield prefix, document
-
-
-def _describe(document: Any) -> str:
-    if not isinstance(document, dict):
-        return "a document that is not an object"
-    kind = document.get("kind")
-    meta = document.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    what = kind if isinstance(kind, str) and kind else "a document without kind"
-    if isinstance(document.get("apiVersion"), str):
-        what = f"{what} ({document['apiVersion']})"
-    return f"{what} {json.dumps(name)}" if isinstance(name, str) else what
 
 
 def _note(line: str) -> None:

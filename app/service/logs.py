@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-import orjson
+from app.core.documents import dump_json
 
 ADMISSION_LOGGER = "skill_webhook.admission"
 
@@ -52,7 +52,7 @@ class TextFormatter(logging.Formatter):
 
 
 class AdmissionLog:
-    """The one line per admission (SPEC §6), on the hot path of every pod creation.
+    """The one line per admission (README "Service surface"), on the hot path of every pod creation.
 
     In JSON mode it skips the logging machinery (record, formatter, handler lock) and writes the line
     with one orjson call and one write: the same line, at a third of the cost. Otherwise, and until
@@ -78,11 +78,7 @@ class AdmissionLog:
             return
         entry = {"ts": utc_timestamp(time.time()), "level": "info", "logger": ADMISSION_LOGGER, "msg": "admission"}
         entry.update(fields)
-        try:
-            line = orjson.dumps(entry, default=str)
-        except TypeError:  # a lone surrogate in a name: stdlib json escapes it
-            line = json.dumps(entry, default=str, separators=(",", ":")).encode()
-        stream.write(line + b"\n")
+        stream.write(dump_json(entry, default=str) + b"\n")
         stream.flush()
 
 

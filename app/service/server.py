@@ -43,6 +43,9 @@ class _Server(uvicorn.Server):
 
 def build_source(settings: Settings, index: AgentRuntimeIndex, metrics: WebhookMetrics) -> AgentRuntimeSource:
     if settings.resolved_source() == "file":
+        if not settings.runtimes.exists():
+            # Running ready with no AgentRuntimes would admit every pod without its skills.
+            raise StartupError(f"--runtimes {settings.runtimes}: no such file or directory")
         return FileSource(index, settings.runtimes, agentruntime_api=settings.agentruntime_api)
     # Imported here so that the file source (the embedded default) never pays for the kube client.
     from app.sources.kube import InformerMetrics, KubeInformerSource, make_api_client
@@ -109,7 +112,9 @@ def build_state(settings: Settings) -> tuple[ServiceState, AgentRuntimeSource, R
     state = ServiceState(
         index=index,
         mutation=MutationOptions(settings.sidecars, decision.enabled, decision.reason),
-        validation=ValidationOptions(registry_allow=settings.registries, agentruntime_api=settings.agentruntime_api),
+        validation=ValidationOptions(
+            registry_allow=settings.registries, agentruntime_api=settings.agentruntime_api, domain=settings.names
+        ),
         metrics=metrics,
         certificate_loaded=lambda: tls.loaded,
     )

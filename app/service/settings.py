@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
 from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain, check_domain
+from app.core.validation.oci import InvalidImageReference, parse_registry_prefix
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -125,6 +126,18 @@ class Settings(BaseSettings):
     @classmethod
     def _domain(cls, value: str) -> str:
         return check_domain(value)
+
+    @field_validator("registry_allow")
+    @classmethod
+    def _registry_prefixes(cls, value: str) -> str:
+        # An entry that can match no image would silently deny every skill (or, mistyped, allow
+        # none of the intended ones): refuse it at start, naming it.
+        for entry in split_list(value):
+            try:
+                parse_registry_prefix(entry)
+            except InvalidImageReference as err:
+                raise ValueError(str(err)) from None
+        return value
 
     @property
     def names(self) -> Domain:

@@ -16,9 +16,10 @@ import os
 import ssl
 import threading
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from app.service.certs import load_cert
+from app.sources.stamps import FileStamp
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +28,6 @@ MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 ALPN_PROTOCOLS = ("http/1.1",)
 DEFAULT_POLL_INTERVAL = 1.0
 LOAD_ATTEMPTS = 3
-
-
-class FileState(NamedTuple):
-    """What changes when a file is replaced in any of the usual ways: rewritten in place (size,
-    mtime), renamed over (inode), or swapped by the kubelet's `..data` symlink flip (stat follows
-    the link, so the inode of the new target shows)."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> "FileState | None":
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def new_server_context() -> ssl.SSLContext:
@@ -91,7 +72,7 @@ class ReloadingTLSContext:
         self.reloads = 0
         self.reload_failures = 0
         self._current: ssl.SSLContext | None = None
-        self._state: tuple[FileState | None, FileState | None] | None = None
+        self._state: tuple[FileStamp | None, FileStamp | None] | None = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,8 +130,8 @@ class ReloadingTLSContext:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _file_states(self) -> tuple[FileState | None, FileState | None]:
-        return FileState.of(self.cert_file), FileState.of(self.key_file)
+    def _file_states(self) -> tuple[FileStamp | None, FileStamp | None]:
+        return FileStamp.of(self.cert_file), FileStamp.of(self.key_file)
 
     def _try_reload(self) -> Exception | None:
         with self._reload_lock:
@@ -182,7 +163,7 @@ class ReloadingTLSContext:
                 log.exception("tls: on_reload callback failed")
         return None
 
-    def _record_failure(self, state: tuple[FileState | None, FileState | None], exc: Exception) -> Exception:
+    def _record_failure(self, state: tuple[FileStamp | None, FileStamp | None], exc: Exception) -> Exception:
         # Remember the failed state so an unchanged broken pair is logged once, not at every poll.
         self._state = state
         self.reload_failures += 1

@@ -1,8 +1,11 @@
 """File source: AgentRuntimes from a YAML/JSON file or directory, for running without a cluster.
 
-The files are polled (mtime, size, inode) rather than watched with inotify, so the source behaves the
+The files are polled (app.sources.stamps) rather than watched with inotify, so the source behaves the
 same on bind mounts, ConfigMap symlink swaps and network filesystems. A file that stops parsing is
 logged and its last good content kept: a typo while editing must not drop every skill at once.
+
+`document_files` is the one rule for which files a path stands for; `skill-webhook validate DIR` and
+`skill-webhook mutate --runtimes DIR` use it too, so all three read the same files.
 """
 
 from __future__ import annotations
@@ -10,17 +13,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from app.core.documents import DocumentError, load_trusted_documents
+from app.core.documents import DocumentError, load_trusted_documents, open_lists
 from app.core.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, AgentRuntime, is_agentruntime
 
 from .base import AgentRuntimeSource, bulk_load
+from .stamps import FileStamp
 
 log = logging.getLogger("skill_webhook.sources.file")
 
@@ -28,11 +30,72 @@ SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_NAMESPACE = "default"
 
 
-@dataclass(frozen=True)
-class _Stamp:
-    mtime_ns: int
-    size: int
-    inode: int
+def document_files(path: Path) -> list[Path]:
+    """The files `path` stands for: itself when it is a file (whatever its name), else every
+    `.yaml`, `.yml` and `.json` file beneath it (suffix in any case), recursively, sorted. Names
+    starting with "." are skipped at every level: editors' swap files, and the kubelet's `..data`
+    and `..<timestamp>` directories of a mounted ConfigMap, which hold the same files again.
+    Symbolic links to files are read; links to directories are not followed (no loops)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path] if path.is_file() else []
+    found: list[Path] = []
+    for directory, subdirectories, names in os.walk(path):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+        for name in names:
+            candidate = Path(directory, name)
+            if not name.startswith(".") and candidate.suffix.lower() in SUFFIXES and candidate.is_file():
+                found.append(candidate)
+    return sorted(found)
+
+
+class RuntimesFileError(ValueError):
+    """A runtimes file that cannot be read or parsed; `str()` is `FILE:LINE:COLUMN: problem`."""
+
+    def __init__(self, file: Path, error: Exception) -> None:
+        self.file = file
+        self.error = error
+        if isinstance(error, DocumentError) and error.line is not None:
+            text = f"{file}:{error.line}:{error.column}: {error.message}"
+        elif isinstance(error, DocumentError):
+            text = f"{file}: {error.message}"
+        elif isinstance(error, OSError):
+            text = f"{file}: cannot read: {error.strerror or error}"
+        else:
+            text = f"{file}: {error}"
+        super().__init__(text)
+
+
+def read_runtimes_file(file: Path, agentruntime_api: str = DEFAULT_AGENTRUNTIME_API) -> list[AgentRuntime]:
+    """The AgentRuntimes of one file (other kinds skipped, `kind: List` opened, a missing namespace
+    read as "default"); raises RuntimesFileError when the file cannot be read or parsed."""
+    try:
+        documents = load_trusted_documents(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, DocumentError) as err:
+        if isinstance(err, UnicodeDecodeError):
+            err = DocumentError("not valid UTF-8")
+        raise RuntimesFileError(file, err) from None
+    runtimes = []
+    labelled = list(open_lists((str(i), d) for i, d in enumerate(documents)))
+    del documents
+    labelled.reverse()  # popped from the end below, so each parsed dict is freed once converted
+    while labelled:
+        position, document = labelled.pop()
+        if not is_agentruntime(document, agentruntime_api):
+            continue
+        try:
+            runtime = AgentRuntime.for_cache(document)
+        except ValidationError as err:
+            log.error("skipping malformed AgentRuntime",
+                      extra={"fields": {"file": str(file), "document": position,
+                                        "error": err.errors(include_url=False)[:3]}})
+            continue
+        if not runtime.metadata.namespace:
+            runtime = runtime.model_copy(
+                update={"metadata": runtime.metadata.model_copy(update={"namespace": DEFAULT_NAMESPACE})}
+            )
+        runtimes.append(runtime)
+    return runtimes
 
 
 class FileSource(AgentRuntimeSource):
@@ -50,7 +113,7 @@ class FileSource(AgentRuntimeSource):
         self.path = Path(path)
         self.agentruntime_api = agentruntime_api
         self.poll_interval = poll_interval
-        self._stamps: dict[Path, _Stamp] = {}
+        self._stamps: dict[Path, FileStamp] = {}
         self._good: dict[Path, list[AgentRuntime]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,10 +130,11 @@ class FileSource(AgentRuntimeSource):
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def reload(self) -> bool:
-        """Re-read changed files; True when the index was replaced."""
+    def reload(self, *, strict: bool = False) -> bool:
+        """Re-read changed files; True when the index was replaced. With `strict` (a one-shot
+        preview, which has no last good content to keep) a broken file raises RuntimesFileError."""
         files = self._files()
-        stamps = {f: s for f in files if (s := _stamp(f)) is not None}
+        stamps = {f: s for f in files if (s := FileStamp.of(f)) is not None}
         if stamps == self._stamps:
             return False
         for gone in set(self._good) - set(stamps):
@@ -78,7 +142,7 @@ class FileSource(AgentRuntimeSource):
         with bulk_load():
             for file, stamp in stamps.items():
                 if self._stamps.get(file) != stamp:
-                    runtimes = self._load_file(file)
+                    runtimes = self._load_file(file, strict)
                     if runtimes is not None:
                         self._good[file] = runtimes
             self._stamps = stamps
@@ -93,45 +157,21 @@ class FileSource(AgentRuntimeSource):
         return True
 
     def _files(self) -> list[Path]:
-        if self.path.is_dir():
-            return sorted(
-                p for p in self.path.rglob("*") if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith(".")
-            )
-        if self.path.is_file():
-            return [self.path]
-        log.warning("runtimes path does not exist", extra={"fields": {"path": str(self.path)}})
-        return []
+        if not self.path.exists():
+            # `serve` refuses a missing path at start; this is one that went away while running.
+            log.warning("runtimes path does not exist", extra={"fields": {"path": str(self.path)}})
+        return document_files(self.path)
 
-    def _load_file(self, file: Path) -> list[AgentRuntime] | None:
+    def _load_file(self, file: Path, strict: bool = False) -> list[AgentRuntime] | None:
         """The AgentRuntimes in `file`, or None when it cannot be read (the last good content stays)."""
         try:
-            documents = load_trusted_documents(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, DocumentError) as err:
+            return read_runtimes_file(file, self.agentruntime_api)
+        except RuntimesFileError as err:
+            if strict:
+                raise
             log.error("cannot load runtimes file; keeping its last good content",
-                      extra={"fields": {"file": str(file), "error": str(err)}})
+                      extra={"fields": {"file": str(file), "error": str(err.error)}})
             return None
-        runtimes = []
-        documents = _flatten(documents)
-        documents.reverse()  # popped from the end below, so each parsed dict is freed once converted
-        position = -1
-        while documents:
-            document = documents.pop()
-            position += 1
-            if not is_agentruntime(document, self.agentruntime_api):
-                continue
-            try:
-                runtime = AgentRuntime.for_cache(document)
-            except ValidationError as err:
-                log.error("skipping malformed AgentRuntime",
-                          extra={"fields": {"file": str(file), "document": position,
-                                            "error": err.errors(include_url=False)[:3]}})
-                continue
-            if not runtime.metadata.namespace:
-                runtime = runtime.model_copy(
-                    update={"metadata": runtime.metadata.model_copy(update={"namespace": DEFAULT_NAMESPACE})}
-                )
-            runtimes.append(runtime)
-        return runtimes
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval):
@@ -139,22 +179,3 @@ class FileSource(AgentRuntimeSource):
                 self.reload()
             except Exception:  # the poller must outlive any surprise in a file
                 log.exception("file source reload failed")
-
-
-def _flatten(documents: list[Any]) -> list[Any]:
-    """Documents, with `kind: List` (kubectl get -o yaml) opened up."""
-    out: list[Any] = []
-    for doc in documents:
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            out.extend(doc["items"])
-        else:
-            out.append(doc)
-    return out
-
-
-def _stamp(file: Path) -> _Stamp | None:
-    try:
-        st = os.stat(file)
-    except OSError:
-        return None
-    return _Stamp(st.st_mtime_ns, st.st_size, st.st_ino)

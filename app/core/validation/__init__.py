@@ -19,12 +19,11 @@ from .findings import ValidationReport
 from .oci import (
     ImageReference,
     InvalidImageReference,
-    is_pinned,
     parse_reference,
     parse_registry_prefix,
     registry_allowed,
 )
-from .paths import is_beneath, is_within, normalise
+from .paths import is_within, normalise
 from .skills import BOTH_FORMS_MESSAGE, MAX_EXAMINED_SKILLS, SkillsSource, annotation_path, check_skills, skills_source
 
 __all__ = [
@@ -47,8 +46,6 @@ __all__ = [
     "InvalidImageReference",
     "ValidationOptions",
     "ValidationReport",
-    "is_beneath",
-    "is_pinned",
     "is_within",
     "normalise",
     "parse_reference",

@@ -115,16 +115,6 @@ def parse_reference(text: str) -> ImageReference:
     return ImageReference(registry, path, tag, digest if at else None)
 
 
-def is_pinned(reference: str | ImageReference) -> bool:
-    """True when the reference names its content by digest (a tag can be moved, a digest cannot)."""
-    if isinstance(reference, str):
-        try:
-            reference = parse_reference(reference)
-        except InvalidImageReference:
-            return False
-    return reference.pinned
-
-
 def split_registry(name: str) -> tuple[str | None, str]:
     """(registry or None, path) of a name without tag or digest, by the host-looking rule."""
     first, slash, rest = name.partition("/")

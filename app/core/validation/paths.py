@@ -55,11 +55,6 @@ def is_within(path: Components, parent: Components) -> bool:
     return path[: len(parent)] == parent
 
 
-def is_beneath(path: Components, parent: Components) -> bool:
-    """True when `path` is strictly beneath `parent`."""
-    return len(path) > len(parent) and path[: len(parent)] == parent
-
-
 @functools.lru_cache(maxsize=4096)
 def mount_path_problems(path: str) -> tuple[str, ...]:
     """What is wrong with one mount path on its own (empty when nothing is). Cached: the same
