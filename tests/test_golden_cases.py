@@ -5,6 +5,11 @@ Each case goes through the whole envelope (AdmissionReview in, AdmissionReview r
 returned patch is applied with jsonpatch and the result compared with the expected pod as a whole,
 then the mutation runs again on the result (the API server's reinvocation) and must return no patch.
 
+Every case runs three ways: as written (kagenti.io keys), on a rossoctl cluster (`--domain rossoctl.io`,
+group agent.rossoctl.dev: every key and group in the case renamed), and there with the skills declared
+in the `rossoctl.io/skill-images` annotation instead of spec.skills (the rossoctl CRD prunes spec.skills).
+The AgentRuntimes reach the index through the sources' own decoding (`cached_runtime`).
+
 Case keys: description, pod, runtimes, optional namespace (default team-a), optional options
 (sidecars: [...], imageVolumes: bool, synced: bool), then either expected (a whole Pod; a YAML alias of
 `pod` says "unchanged") or denied ({code, messageContains: [...]}), and optional warningsContain."""
@@ -14,17 +19,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import json
+from dataclasses import replace
+
 import jsonpatch
 import pytest
 import yaml
 
 from app.core.admission import decode_patch
+from app.core.cache import cached_runtime
+from app.core.index import AgentRuntimeIndex
 from app.core.mutation import MutationOptions
+from app.core.names import Domain
+from app.core.validation import ValidationOptions
 from tests.builders import (
     NAMESPACE,
     apply_and_recheck,
     assert_valid_pod_public_api,
-    index_of,
     review,
 )
 
@@ -35,8 +46,22 @@ CASE_KEYS = {"description", "pod", "runtimes", "namespace", "options", "expected
 OPTION_KEYS = {"sidecars", "imageVolumes", "synced"}
 
 
-def _load(path: Path) -> dict[str, Any]:
-    case = yaml.safe_load(path.read_text())
+VARIANTS = ("kagenti", "rossoctl", "rossoctl-annotation")
+ROSSOCTL = Domain("rossoctl.io")
+ROSSOCTL_API = "agent.rossoctl.dev/v1alpha1"
+
+
+def _load(path: Path, variant: str = "kagenti") -> dict[str, Any]:
+    text = path.read_text()
+    if variant != "kagenti":
+        text = text.replace("kagenti.io/", "rossoctl.io/").replace("agent.kagenti.dev/", "agent.rossoctl.dev/")
+    case = yaml.safe_load(text)
+    if variant == "rossoctl-annotation":
+        for runtime in case["runtimes"]:
+            skills = runtime["spec"].pop("skills", None)
+            if skills is not None:
+                annotations = runtime["metadata"].setdefault("annotations", {})
+                annotations[ROSSOCTL.skill_images] = json.dumps(skills)
     assert isinstance(case, dict), f"{path.name}: a case is a map"
     assert set(case) <= CASE_KEYS, f"{path.name}: unknown keys {sorted(set(case) - CASE_KEYS)}"
     assert {"description", "pod", "runtimes"} <= set(case), f"{path.name}: description, pod, runtimes required"
@@ -61,12 +86,27 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
+def _index(case: dict[str, Any], validation: ValidationOptions) -> AgentRuntimeIndex:
+    index = AgentRuntimeIndex()
+    cached = [cached_runtime(obj, validation) for obj in case["runtimes"]]
+    assert all(r is not None and not r.problems for r in cached), [r and r.problems for r in cached]
+    index.replace_all(cached)
+    if (case.get("options") or {}).get("synced", True):
+        index.synced.set()
+    return index
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("path", CASE_FILES, ids=[p.stem for p in CASE_FILES])
-def test_golden_case(path):
-    case = _load(path)
+def test_golden_case(path, variant):
+    case = _load(path, variant)
     namespace = case.get("namespace", NAMESPACE)
     options = _options(case)
-    index = index_of(*case["runtimes"], synced=(case.get("options") or {}).get("synced", True))
+    validation = ValidationOptions()
+    if variant != "kagenti":
+        options = replace(options, domain=ROSSOCTL)
+        validation = replace(validation, domain=ROSSOCTL, agentruntime_api=ROSSOCTL_API)
+    index = _index(case, validation)
 
     decision, response = review(case["pod"], index, options, namespace=namespace)
 

@@ -1,0 +1,43 @@
+"""Raw AgentRuntime objects (from the API server or a file) -> what the index caches.
+
+Every source decodes through `cached_runtime`, once per object version, so the hot path never parses
+or validates: the skills come from `spec.skills` or, where the installed CRD has none, from the
+`<domain>/skill-images` annotation (README "Running beside the rossoctl operator"); and the verdict of
+the rules that need no other object is recorded on the cached runtime, because an object can be
+stored without the validating webhook having seen it (README "What the mutating webhook does").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from .model import AgentRuntime
+from .validation import ValidationOptions, stored_object_errors
+
+
+def cached_runtime(obj: dict[str, Any], options: ValidationOptions) -> AgentRuntime | None:
+    """The cacheable AgentRuntime of `obj`, carrying its problems; None when not even its name and
+    target can be read (such an object can match no pod)."""
+    problems = stored_object_errors(obj, options)
+    skills = None if problems else _annotation_skills(obj, options)
+    try:
+        if problems:
+            # Nothing of an invalid object is injected: keep what matching needs, and the verdict.
+            return AgentRuntime.for_cache(obj, options.domain, skills=[]).with_problems(problems)
+        return AgentRuntime.for_cache(obj, options.domain, skills=skills)
+    except ValidationError:
+        if not problems:
+            raise  # validation passed, so the model must accept it: a disagreement is a bug
+        return None
+
+
+def _annotation_skills(obj: dict[str, Any], options: ValidationOptions) -> Any:
+    """The skill list of the annotation, when that is where the object declares it (validation has
+    already said it parses and that spec.skills is not declared too)."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    raw = annotations.get(options.domain.skill_images) if isinstance(annotations, dict) else None
+    return orjson.loads(raw) if isinstance(raw, str) else None

@@ -1,0 +1,110 @@
+"""AgentRuntimes as the sources cache them: the skills come from spec.skills or the `<domain>/skill-images`
+annotation, and an object the validating webhook would have refused (stored before it existed, while
+it was down, or read from a file) is re-checked once per version and its pods are denied with 422."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.core import cache
+from app.core.cache import cached_runtime
+from app.core.index import AgentRuntimeIndex
+from app.core.mutation import MutationOptions, mutate_pod
+from app.core.names import DEFAULT_DOMAIN, Domain
+from app.core.validation import ValidationOptions
+from tests.builders import NAMESPACE, apply_and_recheck, container, deployment_pod, runtime_object, skill
+
+ROSSOCTL = Domain("rossoctl.io")
+
+
+def index_with(*objects, options=ValidationOptions()) -> AgentRuntimeIndex:
+    index = AgentRuntimeIndex()
+    index.replace_all(r for r in (cached_runtime(o, options) for o in objects) if r is not None)
+    index.synced.set()
+    return index
+
+
+def mutate(index, domain=DEFAULT_DOMAIN, pod=None):
+    the_pod = pod or deployment_pod(container("agent"))
+    options = MutationOptions(domain=domain)
+    return the_pod, options, mutate_pod(the_pod, NAMESPACE, index, options)
+
+
+@pytest.mark.parametrize(
+    ("entry", "options", "expected"),
+    [
+        pytest.param(skill("s", mount_path="/proc/x"), ValidationOptions(), "spec.skills[0].mountPath", id="proc"),
+        pytest.param(skill("BAD_NAME"), ValidationOptions(), "spec.skills[0].name", id="bad-name"),
+        pytest.param(skill("s", image="docker.io/evil/s:v1"), ValidationOptions(registry_allow=("ghcr.io/example",)),
+                     "is not in the registry allow-list", id="outside-allow-list"),
+        pytest.param(skill("s", mount_path=5), ValidationOptions(), "spec.skills[0].mountPath", id="ill-typed"),
+    ],
+)
+def test_a_stored_invalid_agentruntime_denies_its_pods_with_422(entry, options, expected):
+    index = index_with(runtime_object("rt", skills=[entry]), options=options)
+    *_, decision = mutate(index)
+    assert not decision.allowed and decision.code == 422 and decision.reason == "Invalid"
+    assert 'AgentRuntime "rt" is invalid' in decision.message and expected in decision.message
+    assert decision.patch is None
+
+
+def test_the_verdict_is_computed_once_per_version_not_per_pod(monkeypatch):
+    calls = []
+    real = cache.stored_object_errors
+    monkeypatch.setattr(cache, "stored_object_errors", lambda obj, options: calls.append(1) or real(obj, options))
+    index = index_with(runtime_object("rt", skills=[skill("s")]))
+    for _ in range(50):
+        assert mutate(index)[-1].allowed
+    assert len(calls) == 1
+
+
+def annotated(domain: Domain, skills, *, spec_skills=None, raw: str | None = None) -> dict:
+    obj = runtime_object("rt", skills=spec_skills or [])
+    if spec_skills is None:
+        del obj["spec"]["skills"]
+    obj["metadata"]["annotations"] = {domain.skill_images: raw if raw is not None else json.dumps(skills)}
+    return obj
+
+
+def test_skills_declared_in_the_annotation_are_injected():
+    options = ValidationOptions(domain=ROSSOCTL)
+    index = index_with(annotated(ROSSOCTL, [skill("s1"), skill("s2", pullPolicy="Always")]), options=options)
+    the_pod, mutation, decision = mutate(index, ROSSOCTL)
+    patched = apply_and_recheck(the_pod, decision, index, mutation)
+    assert [v["name"] for v in patched["spec"]["volumes"]] == ["skill-s1", "skill-s2"]
+    assert json.loads(patched["metadata"]["annotations"]["rossoctl.io/skills"]) == ["s1", "s2"]
+
+
+def test_the_annotation_of_another_domain_is_not_read():
+    index = index_with(annotated(ROSSOCTL, [skill("s1")]))  # served with the default domain
+    *_, decision = mutate(index)
+    assert decision.allowed and decision.outcome == "no-skills"
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        pytest.param(annotated(DEFAULT_DOMAIN, [skill("s1")], spec_skills=[skill("s2")]), "not both", id="both-forms"),
+        pytest.param(annotated(DEFAULT_DOMAIN, None, raw='[{"name": "s1",'), "metadata.annotations[", id="bad-json"),
+        pytest.param(annotated(DEFAULT_DOMAIN, [skill("s1", mount_path="/etc")]),
+                     f"metadata.annotations[{DEFAULT_DOMAIN.skill_images}][0].mountPath", id="rule-with-annotation-path"),
+    ],
+)
+def test_annotation_problems_deny_the_pods(obj, expected):
+    *_, decision = mutate(index_with(obj))
+    assert not decision.allowed and decision.code == 422
+    assert expected in decision.message, decision.message
+
+
+def test_the_cache_keeps_only_what_admission_and_the_reconciler_read():
+    obj = annotated(DEFAULT_DOMAIN, [skill("s1")])
+    obj["metadata"]["annotations"][DEFAULT_DOMAIN.skills_rollout] = "evict"
+    obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "x" * 10_000
+    obj["spec"]["authBridgeMode"] = "proxy"
+    cached = cached_runtime(obj, ValidationOptions())
+    assert cached.annotation(DEFAULT_DOMAIN.skills_rollout) == "evict"
+    assert cached.annotation("kubectl.kubernetes.io/last-applied-configuration") is None
+    assert [s.name for s in cached.spec.skills] == ["s1"]
+    assert "authBridgeMode" not in (cached.spec.model_extra or {})
