@@ -64,6 +64,33 @@ class WebhookMetrics:
         self.leader = Gauge(
             "skill_webhook_leader", "1 while this replica holds the reconciler's Lease", registry=r
         )
+        self.leader_changes = Counter(
+            "skill_webhook_leader_changes", "Changes of the reconciler's Lease holder seen by this replica", registry=r
+        )
+        # Skill supply chain (README "Skill images and registries").
+        self.resolutions = Counter(
+            "skill_webhook_image_resolutions", "Registry resolutions of skill images, by result (ok or error kind)",
+            ["result"], registry=r,
+        )
+        self.resolve_latency = Histogram(
+            "skill_webhook_image_resolve_duration_seconds", "Time to resolve one skill image, by registry",
+            ["registry"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r,
+        )
+        self.digests_cached = Gauge(
+            "skill_webhook_image_digests_cached", "Skill image references whose digest is known", registry=r
+        )
+        self.unpinned_pods = Counter(
+            "skill_webhook_unpinned_pods",
+            "Pods admitted with a skill injected by tag because its digest was not known yet (--pin-digests on)",
+            registry=r,
+        )
+        self.signature_verdicts = Counter(
+            "skill_webhook_signature_verdicts", "Signature checks of skill images, by verdict", ["verdict"], registry=r
+        )
+        self.tags_gone = Gauge(
+            "skill_webhook_image_tags_gone", "Skill image tags that no longer resolve (the last digest is kept)",
+            registry=r,
+        )
         # Pre-bound children: a labels() lookup per request is measurable on the hot path.
         self._admission_children: dict[tuple[str, str], Counter] = {}
         self._latency_children = {e: self.latency.labels(e) for e in ("mutate", "validate")}

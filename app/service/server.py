@@ -124,18 +124,30 @@ def build_state(settings: Settings) -> tuple[ServiceState, AgentRuntimeSource, R
 def serve(settings: Settings) -> int:
     started = time.monotonic()
     state, source, tls = build_state(settings)
+    reconciler = None
+    if settings.resolved_reconcile() != "off":  # README "When skills change"
+        from .reconciler import build_reconciler  # imported only then: the file source never loads the kube client
+
+        try:
+            reconciler = build_reconciler(settings, state)
+        except ValueError as err:
+            raise StartupError(str(err)) from err
     log.info(
         "starting", extra={"fields": {"source": source.name, "runtimes": str(settings.runtimes),
                                       "port": settings.port, "metricsPort": settings.metrics_port}},
     )
     source.start()
     tls.start()
+    if reconciler is not None:
+        reconciler.start()
     try:
         # uvicorn's own loop choice (uvloop when installed): asyncio.run() would use the stdlib loop,
         # whose pure-Python TLS layer costs a fifth of the CPU of every admission.
         with asyncio.Runner(loop_factory=auto_loop_factory(use_subprocess=False)) as runner:
             runner.run(run_servers(settings, state, tls, started))
     finally:
+        if reconciler is not None:
+            reconciler.stop()
         source.stop()
         tls.stop()
     return 0
