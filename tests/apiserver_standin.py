@@ -739,6 +739,10 @@ class StandInApiServer:
         with self._cond:
             self._failures.append(_Failure(method.upper(), path_contains, code, reason, message, count))
 
+    def clear_failures(self) -> None:
+        with self._cond:
+            self._failures.clear()
+
     def _injected_failure(self, method: str, path: str) -> dict[str, Any] | None:
         with self._cond:
             for failure in self._failures:
