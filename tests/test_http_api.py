@@ -9,19 +9,28 @@ reviews and bare JSON/YAML AgentRuntimes, and the health listener's /healthz, /r
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
+import hashlib
 import json
+import re
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import httpx
 import jsonpatch
 import pytest
+import uvicorn
 import yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
+from app.service import cli
 from app.service.app import ServiceState, create_app, create_health_app
 from app.sources.files import FileSource
 from tests.fuzzing import HttpxAppClient
@@ -132,9 +141,15 @@ def test_sample_review_mounts_the_skills_into_the_agent_container_only(client):
     ]
     annotations = patched["metadata"]["annotations"]
     assert json.loads(annotations["kagenti.io/skills"]) == ["resume-reviewer", "blog-writer"]
+    # The fingerprint is the SHA-256 of the injected skills as canonical JSON, written out here.
+    injected_skills = (
+        '[{"image":"' + RESUME + '","mountPath":"/agent/skills/resume-reviewer","name":"resume-reviewer"},'
+        '{"image":"' + BLOG + '","mountPath":"/app/.claude/skills/blog-writer","name":"blog-writer","pullPolicy":"Always"}]'
+    )
     assert json.loads(annotations["kagenti.io/skills-injected"]) == {
         "agentRuntime": "resume-agent-runtime", "container": "resume-agent",
         "skills": {"resume-reviewer": RESUME, "blog-writer": BLOG},
+        "fingerprint": "sha256:" + hashlib.sha256(injected_skills.encode()).hexdigest(),
     }
     # Nothing but the documented fields changed.
     unchanged = copy.deepcopy(patched)
@@ -446,3 +461,162 @@ def test_metrics_expose_the_spec_metrics(client, health, state):
     bad = families["skill_webhook_bad_requests"]
     assert sample_value(bad, "skill_webhook_bad_requests_total", endpoint="mutate", code="400") == 1
     assert sample_value(bad, "skill_webhook_bad_requests_total", endpoint="mutate", code="413") == 1
+
+
+# -- the dry run and `skill-webhook validate` agree --------------------------------------------------
+
+_ON_ONE_WORKLOAD = yaml.safe_dump_all([
+    SAMPLE_RUNTIMES[0],
+    {**SAMPLE_RUNTIMES[0], "metadata": {"name": "second", "namespace": "team-a"}},
+])
+_LIST_WITH_A_BAD_ITEM = yaml.safe_dump(
+    {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}},
+        {**SAMPLE_RUNTIMES[0], "spec": {**SAMPLE_RUNTIMES[0]["spec"], "type": "robot"}},
+    ]}
+)
+_ANNOTATION_FORM = yaml.safe_dump({
+    "apiVersion": "agent.kagenti.dev/v1alpha1", "kind": "AgentRuntime",
+    "metadata": {"name": "annotated", "namespace": "team-a", "annotations": {
+        "kagenti.io/skill-images": json.dumps([{"name": "a", "image": RESUME, "mountPath": "/proc/a"}]),
+    }},
+    "spec": {"type": "agent", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
+             "authBridgeMode": "sidecar", "mtlsMode": "strict", "egressEnforcement": "on", "tlsBridgeMode": "off",
+             "identity": {"spiffe": True}, "trace": {"enabled": True}},
+    "status": {"card": {"name": "annotated"}},
+})
+_DUPLICATE_KEY = "apiVersion: agent.kagenti.dev/v1alpha1\nkind: AgentRuntime\nkind: AgentRuntime\n"
+
+
+@pytest.mark.parametrize(
+    "text, allowed, errors",
+    [
+        pytest.param(_ON_ONE_WORKLOAD, False, [
+            'spec.targetRef: Forbidden: AgentRuntime "resume-agent-runtime" already targets Deployment '
+            '"resume-agent" in namespace "team-a"; a workload takes its skills from one AgentRuntime',
+        ], id="two-on-one-workload"),
+        pytest.param(_LIST_WITH_A_BAD_ITEM, False, [
+            'spec.type: Unsupported value: "robot": supported values: "agent", "tool"',
+        ], id="kind-list-opened"),
+        pytest.param(_ANNOTATION_FORM, False, [
+            'metadata.annotations[kagenti.io/skill-images][0].mountPath: Invalid value: "/proc/a": '
+            "must not be /proc or beneath it",
+        ], id="skills-in-the-annotation"),
+        pytest.param(yaml.safe_dump(SAMPLE_RUNTIMES[0]), True, [], id="valid"),
+    ],
+)
+def test_dry_run_and_the_cli_give_the_same_verdict(text, allowed, errors, tmp_path, capsys):
+    # An empty cache: the verdict then depends on the text alone, as it does offline.
+    state = ServiceState(index=AgentRuntimeIndex())
+    state.index.synced.set()
+    client = HttpxAppClient(create_app(state))
+    report = report_of(client.post("/validate", content=text, headers={"content-type": "application/yaml"}))
+    client.close()
+    assert report["allowed"] is allowed
+    assert [re.sub(r"^(\[\d+\])?(\.?items\[\d+\])? ", "", e) for e in report["errors"]] == errors
+
+    path = tmp_path / "runtimes.yaml"
+    path.write_text(text)
+    assert cli.main(["validate", str(path)]) == (0 if allowed else 1)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ", 1)[1] for line in lines if ": warning: " not in line] == errors
+
+
+def test_dry_run_and_the_cli_refuse_a_duplicate_key_at_its_position(client, tmp_path, capsys):
+    response = client.post("/validate", content=_DUPLICATE_KEY, headers={"content-type": "application/yaml"})
+    assert "duplicate key \"kind\"" in json_error(response, 400)
+    assert response.json()["detail"] == {
+        "message": "duplicate key \"kind\": the API server's strict decoding refuses it", "line": 3, "column": 1,
+    }
+    path = tmp_path / "dup.yaml"
+    path.write_text(_DUPLICATE_KEY)
+    assert cli.main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out == f"{path}:3:1: duplicate key \"kind\": the API server's strict decoding refuses it\n"
+
+
+def test_dry_run_names_a_huge_integer_and_where_it_is(client):
+    text = yaml.safe_dump(SAMPLE_RUNTIMES[0]) + "extra: " + "9" * 5000 + "\n"
+    response = client.post("/validate", content=text, headers={"content-type": "application/yaml"})
+    error = json_error(response, 400)
+    assert "integer 99999999999999999999...(5000 characters) is outside the 64-bit range" in error
+    assert "int_max_str_digits" not in error and "Exceeds the limit" not in error
+    assert response.json()["detail"]["line"] == text.count("\n")
+
+
+def test_rossoctl_schema_fields_pass_through_untouched(client):
+    runtime = yaml.safe_load(_ANNOTATION_FORM)
+    runtime["metadata"]["annotations"]["kagenti.io/skill-images"] = json.dumps(
+        [{"name": "a", "image": RESUME + "@sha256:" + "0" * 64, "mountPath": "/skills/a"}]
+    )
+    report = report_of(client.post("/validate", content=json.dumps(runtime)))
+    assert report == {"allowed": True, "errors": [], "warnings": []}
+
+
+# -- a body that trickles in -------------------------------------------------------------------------
+
+
+def test_trickling_bodies_get_408_and_closed_and_do_not_slow_normal_requests():
+    state = sample_state()
+    state.body_timeout = 2.0  # BODY_TIMEOUT_SECONDS (10 s) in production
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(state), log_config=None, access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    tricklers: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started
+        head = (b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n{")
+        for _ in range(300):
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.sendall(head)
+            tricklers.append(conn)
+        started = time.monotonic()
+        stop = threading.Event()
+
+        def trickle() -> None:  # one byte per connection every 0.2 s, until each is cut
+            while not stop.wait(0.2):
+                for conn in tricklers:
+                    with contextlib.suppress(OSError):
+                        conn.send(b" ")
+
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        latencies = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as normal:
+            while time.monotonic() - started < 1.5:  # well inside the 2 s the tricklers are allowed
+                before = time.monotonic()
+                response = normal.post("/mutate", content=SAMPLE_REVIEW_BYTES,
+                                       headers={"content-type": "application/json"})
+                latencies.append(time.monotonic() - before)
+                assert admission_response(response)["allowed"] is True
+        assert len(latencies) >= 3 and max(latencies) < 1.0  # generous: a few ms each when not starved
+
+        answers = []
+        for conn in tricklers:
+            conn.settimeout(15)
+            received = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := conn.recv(65536):  # until the server closes the connection
+                    received += chunk
+            answers.append(received)
+        stop.set()
+        trickler.join(timeout=5)
+        assert time.monotonic() - started < 15
+        for received in answers:
+            assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+            headers, _, body = received.partition(b"\r\n\r\n")
+            assert b"connection: close" in headers.lower()
+            assert json.loads(body) == {"error": "request body not received within 2 s of its headers", "code": 408}
+    finally:
+        for conn in tricklers:
+            conn.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
