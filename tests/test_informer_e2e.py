@@ -65,7 +65,8 @@ class Service:
             tls_key_file=certs.tls_key,
             image_volumes=image_volumes,
         )
-        state, self.informer, _ = build_state(settings)
+        parts = build_state(settings)
+        state, self.informer = parts.state, parts.source
         assert isinstance(self.informer, KubeInformerSource)
         self.index, self.metrics = state.index, state.metrics
         self.webhook = AsgiClient(create_app(state))

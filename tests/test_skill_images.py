@@ -106,3 +106,44 @@ def test_artifacts_and_deprecated_skills_warn_at_admission():
     *_, decision = mutate({IMAGE: facts(mountable=False, status="deprecated")})
     assert decision.allowed
     assert any("artifact" in w for w in decision.warnings) and any("deprecated" in w for w in decision.warnings)
+
+
+# -- validation with the resolver's facts ----------------------------------------------------------
+
+from app.core.validation import ValidationOptions, validate_agentruntime  # noqa: E402
+
+
+def validate(known: dict[str, ImageFacts], verify="off"):
+    obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE)])
+    return validate_agentruntime(obj, options=ValidationOptions(supply=SupplyPlan(known.get, "off", verify)))
+
+
+def test_an_artifact_is_an_error_once_known_and_a_warning_while_unknown():
+    report = validate({IMAGE: facts(mountable=False, config_media_type="application/vnd.oci.empty.v1+json")})
+    assert not report.allowed
+    assert any(e.startswith("spec.skills[0].image: Invalid value") and "cannot mount" in e for e in report.errors)
+    report = validate({})
+    assert report.allowed and any("not resolved in the registry yet" in w for w in report.warnings)
+
+
+def test_deprecated_and_vanished_tags_warn():
+    report = validate({IMAGE: facts(status="deprecated", error="tag no longer resolves", error_kind="not_found")})
+    assert report.allowed
+    assert any("deprecated" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize(("verify", "allowed"), [("enforce", False), ("warn", True), ("off", True)])
+def test_an_unverified_signature_fails_validation_only_when_enforced(verify, allowed):
+    report = validate({IMAGE: facts(signature="unverified", signature_reason="wrong key")}, verify)
+    assert report.allowed is allowed
+    if verify == "warn":
+        assert any("wrong key" in w for w in report.warnings)
+
+
+def test_the_cached_verdict_never_includes_registry_facts():
+    from app.core.validation import stored_object_errors
+
+    obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE)])
+    supply = SupplyPlan({IMAGE: facts(mountable=False)}.get)
+    assert stored_object_errors(obj, ValidationOptions()) == ()
+    assert validate_agentruntime(obj, options=ValidationOptions(supply=supply)).errors

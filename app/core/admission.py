@@ -46,6 +46,7 @@ class AdmissionDecision:
     runtime: str | None = None
     skills: list[str] = field(default_factory=list)
     outcome: str = "allowed"
+    unpinned: int = 0  # skills injected by tag because their digest was not known yet
 
     @classmethod
     def deny(cls, code: int, message: str, *, reason: str | None = None, **extra: Any) -> "AdmissionDecision":

@@ -26,7 +26,9 @@ def cached_runtime(obj: dict[str, Any], options: ValidationOptions) -> AgentRunt
     try:
         if problems:
             # Nothing of an invalid object is injected: keep what matching needs, and the verdict.
-            return AgentRuntime.for_cache(obj, options.domain, skills=[]).with_problems(problems)
+            # Without a usable target it can match no pod, so there is nothing to keep.
+            runtime = AgentRuntime.for_cache(obj, options.domain, skills=[])
+            return runtime.with_problems(problems) if _has_target(runtime) else None
         return AgentRuntime.for_cache(obj, options.domain, skills=skills)
     except ValidationError:
         if not problems:
@@ -41,3 +43,8 @@ def _annotation_skills(obj: dict[str, Any], options: ValidationOptions) -> Any:
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     raw = annotations.get(options.domain.skill_images) if isinstance(annotations, dict) else None
     return orjson.loads(raw) if isinstance(raw, str) else None
+
+
+def _has_target(runtime: AgentRuntime) -> bool:
+    workload = runtime.workload
+    return workload is not None and bool(workload.kind) and bool(workload.name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .model import AgentRuntime, WorkloadRef
 
@@ -47,6 +47,16 @@ class AgentRuntimeIndex:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # Set once the source has delivered its first complete view (first LIST, first file load).
     synced: threading.Event = field(default_factory=threading.Event)
+    # Called with no arguments after every change, on the writer's thread: wake-ups for the workers
+    # that follow AgentRuntimes (the image resolver, the stale-pod reconciler); they must return fast.
+    _listeners: tuple[Callable[[], None], ...] = ()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        self._listeners = (*self._listeners, listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     # -- reads (hot path, lock-free) -------------------------------------------------------------
 
@@ -93,7 +103,8 @@ class AgentRuntimeIndex:
             self._by_key[runtime.key] = runtime
             if old_target is not None and old_target != new_target:
                 self._set_target(old_target, _without(self._by_target.get(old_target, ()), old.key))
-            return old
+        self._changed()
+        return old
 
     def delete(self, namespace: str, name: str) -> AgentRuntime | None:
         with self._lock:
@@ -101,7 +112,9 @@ class AgentRuntimeIndex:
             target = _target_key(old) if old is not None else None
             if target is not None:
                 self._set_target(target, _without(self._by_target.get(target, ()), old.key))
-            return old
+        if old is not None:
+            self._changed()
+        return old
 
     def replace_all(self, runtimes: Iterable[AgentRuntime]) -> None:
         """Swap in a complete new view at once (after a re-LIST or a file reload)."""
@@ -115,6 +128,7 @@ class AgentRuntimeIndex:
         with self._lock:
             self._by_key = by_key
             self._by_target = frozen
+        self._changed()
 
     def _set_target(self, target: TargetKey, runtimes: tuple[AgentRuntime, ...]) -> None:
         if runtimes:

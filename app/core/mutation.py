@@ -115,6 +115,7 @@ def mutate_pod(
     decision.patch = patch.operations
     decision.warnings += patch.warnings
     decision.skills = [s.name for s in skills]
+    decision.unpinned = supply.unpinned
     decision.outcome = "injected" if patch.operations else "already-injected"
     return decision
 

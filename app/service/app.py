@@ -138,6 +138,8 @@ def _answer_review(review: Any, state: ServiceState, endpoint: str, decide: Deci
             state.metrics.skills_injected.inc(len(decision.skills))
         elif decision.outcome == "image-volumes-off":
             state.metrics.image_volumes_unsupported.inc()
+        if decision.unpinned:
+            state.metrics.unpinned_pods.inc()
     payload = dump_json(admission_response(request.uid, decision))
     elapsed = time.perf_counter() - started
     state.metrics.observe_admission(endpoint, decision.outcome, elapsed)

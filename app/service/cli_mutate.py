@@ -20,6 +20,8 @@ from app.core.documents import DocumentError, load_documents
 from app.core.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
 from app.core.mutation import MutationOptions, mutate_pod
+from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain
+from app.core.validation import ValidationOptions
 from app.sources.files import FileSource, RuntimesFileError
 
 from .settings import split_list
@@ -39,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sidecar-names", default=",".join(DEFAULT_SIDECAR_NAMES), help="never the agent container")
     parser.add_argument("--image-volumes", choices=("on", "off"), default="on", help="as the cluster would decide")
     parser.add_argument("--agentruntime-api", default=DEFAULT_AGENTRUNTIME_API, help="AgentRuntime group/version")
+    parser.add_argument("--domain", default=DEFAULT_DOMAIN_PREFIX, help="prefix of the labels and annotations")
+    parser.add_argument("--registry-allow", default="", help="comma-separated registry/prefix allow-list")
     parser.set_defaults(handler=run)
 
 
@@ -67,9 +71,17 @@ def _run(args: argparse.Namespace) -> int:
     if not args.runtimes.exists():
         print(f"{args.runtimes}: no such file or directory", file=sys.stderr)
         return 1
-    index = AgentRuntimeIndex()
     try:
-        FileSource(index, args.runtimes, agentruntime_api=args.agentruntime_api).reload(strict=True)
+        domain = Domain(args.domain)
+    except ValueError as err:
+        print(f"--domain: {err}", file=sys.stderr)
+        return 2
+    index = AgentRuntimeIndex()
+    validation = ValidationOptions(
+        registry_allow=split_list(args.registry_allow), agentruntime_api=args.agentruntime_api, domain=domain
+    )
+    try:
+        FileSource(index, args.runtimes, options=validation).reload(strict=True)
     except RuntimesFileError as err:
         print(err, file=sys.stderr)
         return 1
@@ -78,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         frozenset(split_list(args.sidecar_names)),
         image_volumes=args.image_volumes == "on",
         image_volumes_reason="--image-volumes off",
+        domain=domain,
     )
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     decision = mutate_pod(pod, args.namespace or str(metadata.get("namespace") or "default"), index, options)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -16,9 +17,11 @@ from uvicorn.loops.auto import auto_loop_factory
 from app.core.capability import decide_image_volumes
 from app.core.index import AgentRuntimeIndex
 from app.core.mutation import MutationOptions
+from app.core.skill_images import SupplyPlan
 from app.core.validation import ValidationOptions
 from app.sources.base import AgentRuntimeSource
 from app.sources.files import FileSource
+from app.sources.resolver import ResolverHooks, SkillImageResolver
 
 from .app import ServiceState, create_app, create_health_app
 from .certs import ensure_dev_certs
@@ -41,14 +44,23 @@ class _Server(uvicorn.Server):
         yield
 
 
-def build_source(settings: Settings, index: AgentRuntimeIndex, metrics: WebhookMetrics) -> AgentRuntimeSource:
+def validation_options(settings: Settings, supply: SupplyPlan | None = None) -> ValidationOptions:
+    return ValidationOptions(
+        registry_allow=settings.registries, agentruntime_api=settings.agentruntime_api, domain=settings.names,
+        supply=supply,
+    )
+
+
+def build_source(
+    settings: Settings, index: AgentRuntimeIndex, metrics: WebhookMetrics, options: ValidationOptions
+) -> AgentRuntimeSource:
     if settings.resolved_source() == "file":
         if not settings.runtimes.exists():
             # Running ready with no AgentRuntimes would admit every pod without its skills.
             raise StartupError(f"--runtimes {settings.runtimes}: no such file or directory")
-        return FileSource(index, settings.runtimes, agentruntime_api=settings.agentruntime_api)
+        return FileSource(index, settings.runtimes, options=options)
     # Imported here so that the file source (the embedded default) never pays for the kube client.
-    from app.sources.kube import InformerMetrics, KubeInformerSource, make_api_client
+    from app.sources.kube import InformerMetrics, KubeInformerSource, decode_agentruntime, make_api_client
 
     try:
         api_client = make_api_client(settings.kubeconfig)
@@ -58,7 +70,10 @@ def build_source(settings: Settings, index: AgentRuntimeIndex, metrics: WebhookM
         on_restart=lambda reason: metrics.watch_restarts.labels(reason).inc(),
         on_sync=lambda count: (metrics.cache_synced.set(1), metrics.agentruntimes_cached.set(count)),
     )
-    return KubeInformerSource(index, api_client=api_client, agentruntime_api=settings.agentruntime_api, metrics=hooks)
+    return KubeInformerSource(
+        index, api_client=api_client, agentruntime_api=settings.agentruntime_api, metrics=hooks,
+        decode=lambda obj: decode_agentruntime(obj, options),
+    )
 
 
 def tls_files(settings: Settings, source_kind: str) -> tuple[Path, Path]:
@@ -81,11 +96,81 @@ def tls_files(settings: Settings, source_kind: str) -> tuple[Path, Path]:
     return paths.tls_cert, paths.tls_key
 
 
-def build_state(settings: Settings) -> tuple[ServiceState, AgentRuntimeSource, ReloadingTLSContext]:
+def resolver_enabled(settings: Settings) -> bool:
+    """The resolver runs with the Kubernetes source, and with the file source (a developer's machine,
+    whose sample images may not be reachable) only when a resolver setting was given explicitly."""
+    if settings.resolve_interval <= 0:
+        return False
+    if settings.resolved_source() == "kube":
+        return True
+    explicit = {"resolve_interval", "pin_digests", "verify_signatures", "registry_auth", "insecure_registries"}
+    return bool(explicit & settings.model_fields_set)
+
+
+def build_resolver(settings: Settings, index: AgentRuntimeIndex, metrics: WebhookMetrics) -> SkillImageResolver | None:
+    if not resolver_enabled(settings):
+        if settings.pin_digests != "off" or settings.verify_signatures != "off":
+            raise StartupError("--pin-digests and --verify-signatures need the resolver: --resolve-interval must be > 0")
+        return None
+    from app.sources.cosign import CosignKeyError
+
+    resolver: SkillImageResolver
+
+    def cached(count: int) -> None:
+        metrics.digests_cached.set(count)
+        metrics.tags_gone.set(sum(1 for f in resolver.snapshot().values() if f.tag_gone))
+
+    hooks = ResolverHooks(
+        on_resolution=lambda result, registry, seconds: (
+            metrics.resolutions.labels(result).inc(), metrics.resolve_latency.labels(registry).observe(seconds)
+        ),
+        on_cached=cached,
+        on_signature=lambda verdict: metrics.signature_verdicts.labels(verdict).inc(),
+    )
+    try:
+        resolver = SkillImageResolver.from_settings(
+            settings, wanted=lambda: {s.image for r in index.all() for s in r.spec.skills}, hooks=hooks
+        )
+    except (CosignKeyError, OSError, ValueError) as err:
+        raise StartupError(f"--cosign-key / registry settings: {err}") from err
+    index.add_listener(resolver.notify)
+    return resolver
+
+
+@dataclass
+class ServiceParts:
+    """What `serve` starts and stops, built by `build_state`."""
+
+    state: ServiceState
+    source: AgentRuntimeSource
+    tls: ReloadingTLSContext
+    resolver: SkillImageResolver | None = None
+
+    def start(self) -> None:
+        self.source.start()
+        self.tls.start()
+        if self.resolver is not None:
+            self.resolver.start()
+
+    def stop(self) -> None:
+        if self.resolver is not None:
+            self.resolver.stop()
+        self.source.stop()
+        self.tls.stop()
+
+
+def build_state(settings: Settings) -> ServiceParts:
     index = AgentRuntimeIndex()
     metrics = WebhookMetrics()
     source_kind = settings.resolved_source()
-    source = build_source(settings, index, metrics)
+    resolver = build_resolver(settings, index, metrics)
+    supply = (
+        SupplyPlan(resolver.facts, settings.pin_digests, settings.verify_signatures) if resolver is not None else None
+    )
+    validation = validation_options(settings, supply)
+    # The cache records the verdict of the rules that need no other object; registry facts change
+    # without the object changing, so they are checked at admission instead, never cached.
+    source = build_source(settings, index, metrics, validation_options(settings))
     cert_file, key_file = tls_files(settings, source_kind)
 
     def on_reload(context: ReloadingTLSContext) -> None:
@@ -111,19 +196,20 @@ def build_state(settings: Settings) -> tuple[ServiceState, AgentRuntimeSource, R
     )
     state = ServiceState(
         index=index,
-        mutation=MutationOptions(settings.sidecars, decision.enabled, decision.reason),
-        validation=ValidationOptions(
-            registry_allow=settings.registries, agentruntime_api=settings.agentruntime_api, domain=settings.names
+        mutation=MutationOptions(
+            settings.sidecars, decision.enabled, decision.reason, domain=settings.names, supply=supply
         ),
+        validation=validation,
         metrics=metrics,
         certificate_loaded=lambda: tls.loaded,
     )
-    return state, source, tls
+    return ServiceParts(state, source, tls, resolver)
 
 
 def serve(settings: Settings) -> int:
     started = time.monotonic()
-    state, source, tls = build_state(settings)
+    parts = build_state(settings)
+    state, source, tls = parts.state, parts.source, parts.tls
     reconciler = None
     if settings.resolved_reconcile() != "off":  # README "When skills change"
         from .reconciler import build_reconciler  # imported only then: the file source never loads the kube client

@@ -15,11 +15,11 @@ import os
 import threading
 from pathlib import Path
 
-from pydantic import ValidationError
-
+from app.core.cache import cached_runtime
 from app.core.documents import DocumentError, load_trusted_documents, open_lists
 from app.core.index import AgentRuntimeIndex
-from app.core.model import DEFAULT_AGENTRUNTIME_API, AgentRuntime, is_agentruntime
+from app.core.model import AgentRuntime, is_agentruntime
+from app.core.validation import ValidationOptions
 
 from .base import AgentRuntimeSource, bulk_load
 from .stamps import FileStamp
@@ -66,9 +66,11 @@ class RuntimesFileError(ValueError):
         super().__init__(text)
 
 
-def read_runtimes_file(file: Path, agentruntime_api: str = DEFAULT_AGENTRUNTIME_API) -> list[AgentRuntime]:
+def read_runtimes_file(file: Path, options: ValidationOptions = ValidationOptions()) -> list[AgentRuntime]:
     """The AgentRuntimes of one file (other kinds skipped, `kind: List` opened, a missing namespace
-    read as "default"); raises RuntimesFileError when the file cannot be read or parsed."""
+    read as "default"), decoded as every source decodes them (`cached_runtime`: an invalid one is kept
+    with its problems, so its pods are denied rather than admitted without skills); raises
+    RuntimesFileError when the file cannot be read or parsed."""
     try:
         documents = load_trusted_documents(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, DocumentError) as err:
@@ -81,19 +83,20 @@ def read_runtimes_file(file: Path, agentruntime_api: str = DEFAULT_AGENTRUNTIME_
     labelled.reverse()  # popped from the end below, so each parsed dict is freed once converted
     while labelled:
         position, document = labelled.pop()
-        if not is_agentruntime(document, agentruntime_api):
+        if not is_agentruntime(document, options.agentruntime_api):
             continue
-        try:
-            runtime = AgentRuntime.for_cache(document)
-        except ValidationError as err:
-            log.error("skipping malformed AgentRuntime",
-                      extra={"fields": {"file": str(file), "document": position,
-                                        "error": err.errors(include_url=False)[:3]}})
+        metadata = document.get("metadata")
+        if isinstance(metadata, dict) and not metadata.get("namespace"):
+            metadata["namespace"] = DEFAULT_NAMESPACE
+        runtime = cached_runtime(document, options)
+        if runtime is None:
+            log.error("skipping AgentRuntime without a usable name or target",
+                      extra={"fields": {"file": str(file), "document": position}})
             continue
-        if not runtime.metadata.namespace:
-            runtime = runtime.model_copy(
-                update={"metadata": runtime.metadata.model_copy(update={"namespace": DEFAULT_NAMESPACE})}
-            )
+        if runtime.problems:
+            log.error("invalid AgentRuntime: its pods will be denied until it is fixed",
+                      extra={"fields": {"file": str(file), "document": position, "agentRuntime": runtime.metadata.name,
+                                        "errors": list(runtime.problems)}})
         runtimes.append(runtime)
     return runtimes
 
@@ -106,12 +109,12 @@ class FileSource(AgentRuntimeSource):
         index: AgentRuntimeIndex,
         path: Path,
         *,
-        agentruntime_api: str = DEFAULT_AGENTRUNTIME_API,
+        options: ValidationOptions = ValidationOptions(),
         poll_interval: float = 1.0,
     ) -> None:
         super().__init__(index)
         self.path = Path(path)
-        self.agentruntime_api = agentruntime_api
+        self.options = options
         self.poll_interval = poll_interval
         self._stamps: dict[Path, FileStamp] = {}
         self._good: dict[Path, list[AgentRuntime]] = {}
@@ -165,7 +168,7 @@ class FileSource(AgentRuntimeSource):
     def _load_file(self, file: Path, strict: bool = False) -> list[AgentRuntime] | None:
         """The AgentRuntimes in `file`, or None when it cannot be read (the last good content stays)."""
         try:
-            return read_runtimes_file(file, self.agentruntime_api)
+            return read_runtimes_file(file, self.options)
         except RuntimesFileError as err:
             if strict:
                 raise

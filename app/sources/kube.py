@@ -16,11 +16,12 @@ import kubernetes.client
 import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 
+from app.core.cache import cached_runtime
 from app.core.capability import parse_server_version
 from app.core.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, AgentRuntime
+from app.core.validation import ValidationOptions
 
 from .base import AgentRuntimeSource
 from .reflector import (  # noqa: F401 - re-exported: the service layer and tests import them from here
@@ -142,17 +143,17 @@ class KubeInformerSource(AgentRuntimeSource):
         raise AssertionError("unreachable")
 
 
-def decode_agentruntime(obj: Any) -> AgentRuntime | None:
-    """AgentRuntime.for_cache, or None (logged) for an object this webhook cannot read."""
-    try:
-        return AgentRuntime.for_cache(obj)
-    except ValidationError as exc:
-        metadata = obj.get("metadata") if isinstance(obj, dict) else None
-        metadata = metadata if isinstance(metadata, dict) else {}
-        log.warning(
-            "skipping AgentRuntime %s/%s that cannot be read: %s",
-            metadata.get("namespace", "?"),
-            metadata.get("name", "?"),
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
-        )
+def decode_agentruntime(obj: Any, options: ValidationOptions = ValidationOptions()) -> AgentRuntime | None:
+    """The cached AgentRuntime (`cached_runtime`: skills from spec or annotation, the verdict of the
+    stored-object rules recorded), or None (logged) for an object whose name or target cannot be read."""
+    if not isinstance(obj, dict):
         return None
+    runtime = cached_runtime(obj, options)
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    if runtime is None:
+        log.warning("skipping AgentRuntime %s/%s that cannot be read", metadata.get("namespace", "?"),
+                    metadata.get("name", "?"))
+    elif runtime.problems:
+        log.warning("AgentRuntime %s/%s is invalid; its pods will be denied until it is fixed: %s",
+                    runtime.metadata.namespace, runtime.metadata.name, "; ".join(runtime.problems))
+    return runtime

@@ -33,6 +33,7 @@ from app.core.names import DEFAULT_DOMAIN, Domain
 from . import fields as f
 from .fields import FieldPath
 from .findings import Findings, ValidationReport, short_value, type_name
+from .images import check_image_facts
 from .skills import check_skills, skills_source
 
 # The API group each target kind lives in; a targetRef in another group can never match a pod.
@@ -77,6 +78,9 @@ class ValidationOptions:
     agentruntime_api: str = DEFAULT_AGENTRUNTIME_API
     # Names the annotation that may hold the skills (`<domain>/skill-images`).
     domain: Domain = DEFAULT_DOMAIN
+    # What the registry resolver knows (an app.core.skill_images.SupplyPlan); None: resolver off.
+    # Never set for the cached verdict of stored objects (see app.core.validation.images).
+    supply: Any = None
 
 
 DEFAULT_OPTIONS = ValidationOptions()
@@ -173,6 +177,8 @@ def _check_object(
     source = skills_source(obj, options.domain)
     findings.errors.extend(source.errors)
     check_skills(source.raw, findings, options.registry_allow, source.path)
+    if options.supply is not None:
+        check_image_facts(source.raw, source.path, findings, options.supply)
     return findings.report(_field_order(options.domain))
 
 
