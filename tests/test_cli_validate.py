@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.core.index import AgentRuntimeIndex
 from app.service import cli_validate
+from app.sources.files import FileSource, document_files
 
 VALID = """\
 apiVersion: agent.kagenti.dev/v1alpha1
@@ -179,3 +181,62 @@ def test_empty_and_non_object_documents(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().out.splitlines() == [
         f'{scalar}: <root>: Invalid value: "string": must be an object (an AgentRuntime)'
     ]
+
+
+def _tree(root: Path) -> dict[str, Path]:
+    """A runtimes directory as admins keep them: nested, with a ConfigMap mount's hidden copies."""
+    files = {
+        "top": root / "a.yaml",
+        "nested": root / "team-b" / "deep" / "b.YML",
+        "json": root / "team-c" / "c.json",
+    }
+    for path in (*files.values(), root / "..data" / "a.yaml", root / ".git" / "x.yaml", root / "team-b" / ".swap.yaml",
+                 root / "notes.txt"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    files["top"].write_text(VALID)
+    files["nested"].write_text(INVALID.replace("resume-agent-runtime", "nested").replace("resume-agent}", "b}"))
+    files["json"].write_text(json.dumps(yaml.safe_load(VALID.replace("resume-agent-runtime", "c").replace("resume-agent}", "c}"))))
+    for hidden in (root / "..data" / "a.yaml", root / ".git" / "x.yaml", root / "team-b" / ".swap.yaml"):
+        hidden.write_text(INVALID)  # would be reported if it were read
+    (root / "notes.txt").write_text("not: read\n")
+    return files
+
+
+def test_a_directory_is_read_recursively_as_serve_reads_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = _tree(tmp_path)
+    assert document_files(tmp_path) == sorted(files.values())
+    assert run(str(tmp_path)) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"{files['nested']}: {TYPE_ERROR}", f"{files['nested']}: {PROC_ERROR}"]
+    assert "3 AgentRuntime(s) checked: 2 error(s), 0 warning(s)" in err
+    # The file source reads exactly those files: the valid two and the nested one (valid or not).
+    index = AgentRuntimeIndex()
+    FileSource(index, tmp_path).reload()
+    assert sorted(r.metadata.name for r in index.all()) == ["c", "nested", "resume-agent-runtime"]
+
+
+def test_a_file_given_by_name_is_read_whatever_its_suffix(tmp_path: Path) -> None:
+    path = _write(tmp_path, "runtime.txt", VALID)
+    assert document_files(path) == [path]
+    assert document_files(tmp_path / "missing") == []
+
+
+def test_duplicate_keys_are_an_error_at_their_position(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "dup.yaml", VALID.replace("  type: agent\n", "  type: agent\n  type: tool\n"))
+    assert run(str(path)) == 1
+    assert capsys.readouterr().out == f"{path}:6:3: duplicate key \"type\": the API server's strict decoding refuses it\n"
+
+
+def test_skills_in_the_annotation_of_another_domain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runtime = yaml.safe_load(VALID)
+    skills = runtime["spec"].pop("skills")
+    skills[0]["mountPath"] = "/etc/hosts"
+    runtime["metadata"]["annotations"] = {"rossoctl.io/skill-images": json.dumps(skills)}
+    path = _write(tmp_path, "rossoctl.yaml", yaml.safe_dump(runtime))
+    assert run("--domain", "rossoctl.io", str(path)) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f'{path}: metadata.annotations[rossoctl.io/skill-images][0].mountPath: Invalid value: "/etc/hosts": '
+        "must not be /etc/hosts, a file the kubelet writes into every container"
+    ]
+    # Under the default domain the annotation is not ours: no skills, nothing wrong.
+    assert run(str(path)) == 0

@@ -1,5 +1,5 @@
 """The real `skill-webhook` process: `serve` over HTTPS and plain HTTP, hostile clients, startup
-errors, shutdown, and the offline `mutate` command (SPEC §6, §8, §10).
+errors, shutdown, and the offline `mutate` command (README "Service surface", "Commands and settings").
 
 Every process is started with `sys.executable -m app.service.cli` (the console script's module), on
 ports picked free on 127.0.0.1, with certificates made in tmp_path and SKILL_WEBHOOK_* variables of
@@ -315,3 +315,46 @@ def test_offline_mutate_denial_exits_1_with_the_reason(tmp_path):
 def test_offline_mutate_reads_the_pod_from_stdin():
     result = run_cli("mutate", "--pod", "-", "--runtimes", str(SAMPLES), input=(SAMPLES / "pod.yaml").read_text())
     assert result.returncode == 0 and json.loads(result.stdout)
+
+
+def test_offline_mutate_with_a_runtimes_file_that_does_not_parse_names_file_line_column(tmp_path):
+    # A one-shot preview has no last good content to fall back on.
+    runtimes = tmp_path / "runtimes"
+    (runtimes / "team-a").mkdir(parents=True)
+    (runtimes / "team-a" / "good.yaml").write_text((SAMPLES / "agentruntimes.yaml").read_text())
+    broken = runtimes / "team-a" / "broken.yaml"
+    broken.write_text("apiVersion: agent.kagenti.dev/v1alpha1\nkind: AgentRuntime\nmetadata: {name: a\nspec: {}\n")
+    result = run_cli("mutate", "--pod", str(SAMPLES / "pod.yaml"), "--runtimes", str(runtimes))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"{broken}:4:5: did not find expected ',' or '}}' (while parsing a flow mapping)"]
+
+
+def test_offline_mutate_into_a_closed_pipe_exits_quietly():
+    # `skill-webhook mutate ... | head -0`: the reader is gone before anything is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "app.service.cli", "mutate", "--pod", str(SAMPLES / "pod.yaml"),
+             "--runtimes", str(SAMPLES), "--output", "pod"],
+            cwd=ROOT, env=cli_env(), stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0
+    assert result.stderr == ""  # no BrokenPipeError traceback, no "Exception ignored" note
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--source", "file", "--runtimes", "/nonexistent/runtimes"], "--runtimes /nonexistent/runtimes: no such file or directory"),
+        (["--source", "file", "--registry-allow", "ghcr.io, https://quay.io"], "--registry-allow: Value error, allow-list entry 'https://quay.io': 'https:' is not a valid host[:port]"),
+        (["--source", "file", "--registry-allow", "ghcr.io/Org"], "'Org' is not a valid lower-case path component"),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_serve_at_start(flags, message, tmp_path):
+    result = run_cli("serve", *flags, "--certs-dir", str(tmp_path / "certs"), "--host", "127.0.0.1",
+                     "--port", str(free_port()), "--metrics-port", str(free_port()), timeout=30)
+    assert result.returncode in (1, 2), result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
