@@ -3,6 +3,7 @@
 
 Writes into --out:
 - runtimes-10000.json  a `kind: List` of COUNT AgentRuntimes (20 per namespace, three skills each);
+- runtimes-10000.yaml  the same AgentRuntimes as YAML documents separated by `---` (what users write);
 - runtimes-10.json     ten of the same, including the one the benchmark Pod matches, for the
                        "lookup cost: 10,000 cached vs 10" figure (same match, same patch);
 - mutate-review.json   an AdmissionReview (pods CREATE) of a Pod made by a Deployment's ReplicaSet:
@@ -27,6 +28,11 @@ DEFAULT_COUNT = 10_000
 # The benchmark Pod belongs to this AgentRuntime: in the middle of the file, not the first one read.
 TARGET_INDEX = 7_777
 POD_TEMPLATE_HASH = "7d9f8b6c5d"
+
+
+def target_index(count: int) -> int:
+    """The AgentRuntime the benchmark Pod belongs to: TARGET_INDEX, or further up a smaller set."""
+    return TARGET_INDEX if count > TARGET_INDEX else count * 7 // 10
 
 
 def namespace_of(index: int) -> str:
@@ -212,37 +218,50 @@ def mutate_review(index: int = TARGET_INDEX) -> dict[str, Any]:
                             namespace=namespace_of(index), uid="705ab4f5-6393-11e8-b7cc-42010a800002")
 
 
-def validate_review(skill_count: int = 20) -> dict[str, Any]:
+def validate_review(skill_count: int = 20, index: int = TARGET_INDEX) -> dict[str, Any]:
     """An AgentRuntime with the maximum number of skills, valid, targeting an unclaimed workload."""
-    runtime = agentruntime(TARGET_INDEX)
-    runtime["metadata"] = {"name": "wide-agent-runtime", "namespace": namespace_of(TARGET_INDEX)}
+    runtime = agentruntime(index)
+    runtime["metadata"] = {"name": "wide-agent-runtime", "namespace": namespace_of(index)}
     runtime["spec"]["targetRef"]["name"] = "wide-agent"
-    runtime["spec"]["skills"] = skills_for(TARGET_INDEX, skill_count)
+    runtime["spec"]["skills"] = skills_for(index, skill_count)
     return admission_review(runtime, group="agent.kagenti.dev", version="v1alpha1", kind="AgentRuntime",
-                            resource="agentruntimes", namespace=namespace_of(TARGET_INDEX),
+                            resource="agentruntimes", namespace=namespace_of(index),
                             uid="8b1c0e52-2f7d-4f6e-9a43-5d2f0c1b7a90")
 
 
-def small_set(count: int = 10) -> list[int]:
+def small_set(count: int = 10, target: int = TARGET_INDEX) -> list[int]:
     """The indices of the small cache: the benchmark's AgentRuntime plus the first few others."""
-    return [TARGET_INDEX, *range(count - 1)]
+    return [target, *(i for i in range(count) if i != target)][:count]
+
+
+def write_yaml(path: Path, documents: list[dict[str, Any]]) -> None:
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    with path.open("w", encoding="utf-8") as out:
+        yaml.dump_all(documents, out, Dumper=dumper, sort_keys=False, default_flow_style=False)
 
 
 def write_all(out: Path, count: int = DEFAULT_COUNT) -> dict[str, Path]:
-    if not 0 <= TARGET_INDEX < count:
-        raise ValueError(f"--count must exceed {TARGET_INDEX} (the benchmark Pod's AgentRuntime)")
+    """Every file; the keys are the file names without suffix (the YAML file's with "-yaml")."""
+    if count < 10:
+        raise ValueError("--count must be at least 10")
+    target = target_index(count)
     out.mkdir(parents=True, exist_ok=True)
+    big = runtime_list(list(range(count)))
     documents = {
-        f"runtimes-{count}.json": runtime_list(list(range(count))),
-        "runtimes-10.json": runtime_list(small_set(10)),
-        "mutate-review.json": mutate_review(),
-        "validate-review.json": validate_review(),
+        f"runtimes-{count}.json": big,
+        "runtimes-10.json": runtime_list(small_set(10, target)),
+        "mutate-review.json": mutate_review(target),
+        "validate-review.json": validate_review(20, target),
     }
     paths = {}
     for name, document in documents.items():
         path = out / name
         path.write_text(json.dumps(document, separators=(",", ":")), encoding="utf-8")
         paths[name.removesuffix(".json")] = path
+    paths[f"runtimes-{count}-yaml"] = out / f"runtimes-{count}.yaml"
+    write_yaml(paths[f"runtimes-{count}-yaml"], big["items"])
     return paths
 
 

@@ -23,6 +23,7 @@ every CPU cycle goes to admission requests.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import threading
@@ -186,9 +187,12 @@ async def inject_skills(
     names = json.loads(annotations.get("kagenti.io/skills", "[]"))
     patch.metadata.annotations["kagenti.io/skills"] = json.dumps(
         names + [s["name"] for s in skills if s["name"] not in names])
+    injected = [{k: s[k] for k in ("name", "image", "mountPath", "pullPolicy") if s.get(k)} for s in skills]
+    canonical = json.dumps(injected, sort_keys=True, separators=(",", ":"))
     patch.metadata.annotations["kagenti.io/skills-injected"] = json.dumps({
         "agentRuntime": runtime_name, "container": spec["containers"][position].get("name"),
         "skills": {s["name"]: s["image"] for s in skills},
+        "fingerprint": "sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
     })
 
 
