@@ -30,7 +30,7 @@ from app.core.model import (
     AgentRuntime,
 )
 from app.core.mutation import MutationOptions, mutate_pod
-from app.core.patch import mount_for, normalize_mount_path, volume_for
+from app.core.patch import normalize_mount_path
 from tests.builders import NAMESPACE, apply_and_recheck, assert_valid_pod, index_of
 
 PROPERTY_SETTINGS = settings(
@@ -249,20 +249,31 @@ def _documented_fields_removed(pod: dict[str, Any], agent: int) -> dict[str, Any
     return stripped
 
 
+def _expected_volume(skill: Any) -> dict[str, Any]:
+    """Written from the contract, not from the code: volume `skill-<name>` with the image reference,
+    and pullPolicy only when the skill sets one."""
+    image = {"reference": skill.image, "pullPolicy": skill.pullPolicy} if skill.pullPolicy else {"reference": skill.image}
+    return {"name": "skill-" + skill.name, "image": image}
+
+
+def _expected_mount(skill: Any) -> dict[str, Any]:
+    return {"name": "skill-" + skill.name, "mountPath": skill.mountPath, "readOnly": True}
+
+
 def _check_documented_fields(before: dict[str, Any], after: dict[str, Any], runtime: AgentRuntime, agent: int) -> None:
     skills = runtime.spec.skills
     old_volumes = before["spec"].get("volumes") or []
     new_volumes = after["spec"].get("volumes") or []
     present = {v["name"] for v in old_volumes}
     assert new_volumes[: len(old_volumes)] == old_volumes
-    assert new_volumes[len(old_volumes):] == [volume_for(s) for s in skills if s.volume_name not in present]
+    assert new_volumes[len(old_volumes):] == [_expected_volume(s) for s in skills if "skill-" + s.name not in present]
 
     old_agent, new_agent = before["spec"]["containers"][agent], after["spec"]["containers"][agent]
     old_mounts = old_agent.get("volumeMounts") or []
     taken = {normalize_mount_path(m["mountPath"]) for m in old_mounts}
     assert new_agent["volumeMounts"][: len(old_mounts)] == old_mounts
     assert new_agent["volumeMounts"][len(old_mounts):] == [
-        mount_for(s) for s in skills if normalize_mount_path(s.mountPath) not in taken
+        _expected_mount(s) for s in skills if normalize_mount_path(s.mountPath) not in taken
     ]
 
     old_env, new_env = old_agent.get("env") or [], new_agent["env"]

@@ -355,8 +355,9 @@ class _JsonCompatibleConstructor(SafeConstructor):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         if node.tag == _INT_TAG and isinstance(node, ScalarNode):
             # Checked on the text, before int(): a 5,000-digit integer must not meet Python's limit.
-            problem = integer_problem(node.value.replace("_", "").lstrip("+"))
-            if problem is not None and node.value.lstrip("-+").isdigit():
+            digits = node.value.replace("_", "").lstrip("+")
+            problem = integer_problem(digits) if digits.lstrip("-").isdigit() else None
+            if problem is not None:
                 raise ConstructorError(None, None, problem, node.start_mark)
         try:
             value = super().construct_object(node, deep)
