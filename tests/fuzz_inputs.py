@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
-MAX_BODY = 3 * 1024 * 1024  # SPEC §6: over this, 413
+MAX_BODY = 3 * 1024 * 1024  # over this, 413 (the API server's own limit)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def _runtime(name: str, target: tuple[str, str, str], skills: list[dict], create
     }
 
 
-# Every owner rule of SPEC §3, an empty skill list, a shadowed pair, digests, pull policies, and a
+# Every owner rule of README "What the mutating webhook does", an empty skill list, a shadowed pair, digests, pull policies, and a
 # "~" in a mount path (it must survive JSON Pointer escaping where it becomes part of a value).
 FUZZ_RUNTIMES = [
     _runtime("web-runtime", ("apps/v1", "Deployment", "web"), [

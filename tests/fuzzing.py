@@ -1,4 +1,4 @@
-"""Fuzzing harness for /mutate and /validate (SPEC §6, §10), shared by tests/test_fuzz.py and scripts/fuzz.
+"""Fuzzing harness for /mutate and /validate (README "Service surface", "Hostile input and fuzzing"), shared by tests/test_fuzz.py and scripts/fuzz.
 
 Inputs come from tests/fuzz_inputs.py, drawn from one seeded `random.Random`, so any failure is
 reproduced by (seed, position). They go through the real ASGI app, whole or chunked.
@@ -47,7 +47,7 @@ REVIEW_RESPONSE_KEYS = {"uid", "allowed", "patchType", "patch", "status", "warni
 
 
 class Violation(AssertionError):
-    """An answer outside what SPEC §6 and §10 allow."""
+    """An answer outside what the service surface allows (README "Service surface")."""
 
 
 # -- the service under test --------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def answer_of(response: httpx.Response, seconds: float = 0.0) -> Answer:
 
 def check_answer(inp: FuzzInput, answer: Answer, reinvoke: Callable[[dict], Answer] | None = None) -> str:
     """The answer's class (e.g. "review/allowed/patch", "report/denied", "error/400"); raises
-    Violation when the answer is not one SPEC §6/§10 allows for this input."""
+    Violation when the answer is not one the service surface allows for this input."""
     if answer.status >= 500:
         raise Violation(f"HTTP {answer.status}: {answer.body[:300]!r}")
     if answer.seconds > SLOW_SECONDS:

@@ -1,4 +1,4 @@
-"""Fuzzing both admission endpoints in-process (SPEC §10): zero 5xx, zero crashes, every answer a
+"""Fuzzing both admission endpoints in-process (README "Hostile input and fuzzing"): zero 5xx, zero crashes, every answer a
 well-formed AdmissionReview, a dry-run report, or a 400/413 JSON error (judged by tests/fuzzing.py).
 
 - the volume run: SKILL_WEBHOOK_FUZZ_INPUTS generated and mutated inputs (default 5,000 here;
@@ -50,7 +50,7 @@ from tests.fuzzing import (
 )
 
 MIB = 1024 * 1024
-HOSTILE_DEADLINE = 1.0  # SPEC §10: alias bombs and deep nesting refused within 1 s
+HOSTILE_DEADLINE = 1.0  # alias bombs and deep nesting refused within 1 s
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENDPOINTS = st.sampled_from(["/mutate", "/validate"])
 CONTENT_TYPES = st.sampled_from([None, "application/json", "application/yaml", "text/plain",

@@ -68,8 +68,8 @@ FIELD_ORDER: dict[str, dict[str, int]] = {
 
 _ROOT = FieldPath()
 _METADATA = FieldPath(("metadata",))
-_SPEC = FieldPath(("spec",))
-_TARGET_REF = _SPEC.child("targetRef")
+_spec_root = FieldPath(("spec",))
+_TARGET_REF = _spec_root.child("targetRef")
 
 
 @dataclass(frozen=True)
@@ -164,13 +164,13 @@ def _check_object(
     name, namespace = _check_metadata(obj.get("metadata"), findings)
     spec = obj.get("spec")
     if spec is None:
-        findings.add(f.required(_SPEC))
+        findings.add(f.required(_spec_root))
     elif not isinstance(spec, dict):
-        findings.add(f.invalid(_SPEC, type_name(spec), "must be an object"))
+        findings.add(f.invalid(_spec_root, type_name(spec), "must be an object"))
     else:
         runtime_type = spec.get("type")
-        if _check_string(_SPEC.child("type"), runtime_type, findings) and runtime_type not in RUNTIME_TYPES:
-            findings.add(f.not_supported(_SPEC.child("type"), runtime_type, RUNTIME_TYPES))
+        if _check_string(_spec_root.child("type"), runtime_type, findings) and runtime_type not in RUNTIME_TYPES:
+            findings.add(f.not_supported(_spec_root.child("type"), runtime_type, RUNTIME_TYPES))
         target = _check_target_ref(spec.get("targetRef"), findings)
         if target is not None and index is not None:
             _check_target_conflict(target, namespace or namespace_hint, name, operation, index, old_object, findings)
