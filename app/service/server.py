@@ -222,8 +222,7 @@ def serve(settings: Settings) -> int:
         "starting", extra={"fields": {"source": source.name, "runtimes": str(settings.runtimes),
                                       "port": settings.port, "metricsPort": settings.metrics_port}},
     )
-    source.start()
-    tls.start()
+    parts.start()  # the source, the certificate watcher and the registry resolver (when on)
     if reconciler is not None:
         reconciler.start()
     try:
@@ -234,8 +233,7 @@ def serve(settings: Settings) -> int:
     finally:
         if reconciler is not None:
             reconciler.stop()
-        source.stop()
-        tls.stop()
+        parts.stop()
     return 0
 
 
