@@ -10,6 +10,7 @@ A second property feeds broken shapes and asks only for no crash, a 400/409, or 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import string
 from typing import Any
@@ -19,16 +20,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app.core.container import AgentContainerNotFound, choose_agent_container
-from app.core.model import (
-    ANNOTATION_AGENT_CONTAINER,
-    ANNOTATION_DEFAULT_CONTAINER,
-    ANNOTATION_SKILLS,
-    ANNOTATION_SKILLS_INJECTED,
-    DEFAULT_SIDECAR_NAMES,
-    ENV_SKILL_FOLDERS,
-    LABEL_POD_TEMPLATE_HASH,
-    AgentRuntime,
-)
+from app.core.model import DEFAULT_SIDECAR_NAMES, ENV_SKILL_FOLDERS, AgentRuntime
+from app.core.names import ANNOTATION_DEFAULT_CONTAINER, DEFAULT_DOMAIN, LABEL_POD_TEMPLATE_HASH
+
+ANNOTATION_AGENT_CONTAINER = DEFAULT_DOMAIN.agent_container
+ANNOTATION_SKILLS = DEFAULT_DOMAIN.skills
+ANNOTATION_SKILLS_INJECTED = DEFAULT_DOMAIN.skills_injected
 from app.core.mutation import MutationOptions, mutate_pod
 from app.core.patch import normalize_mount_path
 from tests.builders import NAMESPACE, apply_and_recheck, assert_valid_pod, index_of
@@ -218,13 +215,13 @@ def _agent_index(pod: dict[str, Any], options: MutationOptions) -> int | None:
     """None when the pod names a missing agent container (a conflict)."""
     names = [c["name"] for c in pod["spec"]["containers"]]
     try:
-        return choose_agent_container(names, pod["metadata"].get("annotations") or {}, options.sidecar_names)
+        return choose_agent_container(names, pod["metadata"].get("annotations") or {}, options.sidecar_names).position
     except AgentContainerNotFound:
         return None
 
 
 def _collides(pod: dict[str, Any], runtime: AgentRuntime, agent: int | None) -> bool:
-    """The oracle for 409, written from SPEC §4 independently of build_skill_patch."""
+    """The oracle for 409, written from the README's rules independently of build_skill_patch."""
     if agent is None:
         return True
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
@@ -298,10 +295,16 @@ def _check_documented_fields(before: dict[str, Any], after: dict[str, Any], runt
     }
     listed_names = json.loads(new_annotations[ANNOTATION_SKILLS])
     assert len(listed_names) == len(set(listed_names)) and {s.name for s in skills} <= set(listed_names)
+    entries = [
+        {"name": s.name, "image": s.image, "mountPath": s.mountPath, **({"pullPolicy": s.pullPolicy} if s.pullPolicy else {})}
+        for s in skills
+    ]
+    canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
     assert json.loads(new_annotations[ANNOTATION_SKILLS_INJECTED]) == {
         "agentRuntime": runtime.metadata.name,
         "container": new_agent["name"],
         "skills": {s.name: s.image for s in skills},
+        "fingerprint": "sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
     }
 
 
