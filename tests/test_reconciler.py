@@ -276,3 +276,42 @@ def test_an_invalid_agentruntime_is_never_rolled(cluster: Harness) -> None:
         stale = reconciler.run_once()
     assert {v.reason for v in stale} == {"invalid-agentruntime"}
     assert cluster.server.evictions == []
+
+
+# -- with the Pod informer's compact records -------------------------------------------------------
+
+
+def test_passes_over_the_pod_informer_rejudge_only_what_changed(cluster: Harness) -> None:
+    from app.sources.pods import PodInformer
+
+    cluster.runtime("writer", "web", [V1], annotations=EVICT)
+    cluster.runtime("other", "api", [{**V1, "name": "api-skill", "mountPath": "/skills/api"}])
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    cluster.server.create_pod(pod("api-5c4b-p0", "team-b", owner=("ReplicaSet", "api-5c4b"),
+                                  labels={"pod-template-hash": "5c4b", DEFAULT_DOMAIN.type_label: "agent"}))
+    informer = PodInformer(cluster.api, DEFAULT_DOMAIN, backoff_initial=0.05, backoff_max=0.5)
+    informer.start()
+    try:
+        assert informer.synced.wait(5)
+        assert wait_until(lambda: len(informer.store) == 3)
+        reconciler = Reconciler(ReconcilerConfig(mode="evict", retry_initial=0.5), cluster.index, informer.store.all,
+                                pods_synced=informer.synced.is_set, core_api=cluster.core, metrics=cluster.metrics)
+        assert reconciler.run_once() == []
+        first = dict(reconciler._judged)
+        reconciler.run_once()
+        assert all(reconciler._judged[k] is v for k, v in first.items())  # nothing changed: nothing re-judged
+        cluster.runtime("writer", "web", [V2], annotations=EVICT)
+        assert {v.pod for v in reconciler.run_once()} == {"web-7d9f-p0", "web-7d9f-p1"}
+        # Only the namespace whose AgentRuntimes changed was judged again.
+        assert [k for k, v in reconciler._judged.items() if first.get(k) is v] == [
+            k for k in first if k[0] == "team-b"]
+        roll(cluster, reconciler, lambda: cluster.gauge("writer") is None and len(cluster.server.evictions) == 2,
+             check=lambda: assert_at_most_one_down(cluster))
+        assert sorted(cluster.server.evictions) == [(NS, "web-7d9f-p0"), (NS, "web-7d9f-p1")]
+    finally:
+        informer.stop()
+    cluster.assert_no_workload_writes()
+
+
+def assert_at_most_one_down(cluster: Harness) -> None:
+    assert unready(cluster, "web-7d9f") <= 1

@@ -19,6 +19,7 @@ from app.core.cache import cached_runtime
 from app.core.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API
 from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain, check_domain
+from app.core.rollout import roll_hint  # the same hint the reconciler's Events give
 from app.core.staleness import StalenessOptions, pod_staleness
 from app.core.validation import ValidationOptions
 
@@ -97,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _row(verdict: Any) -> dict[str, Any]:
-    from .reconciler import roll_hint  # the same hint the reconciler's Events give
-
     runtime = verdict.runtime
     return {
         "namespace": verdict.namespace,

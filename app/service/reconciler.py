@@ -21,16 +21,16 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal
 
 from kubernetes.client.exceptions import ApiException
 
 from app.core.index import AgentRuntimeIndex
-from app.core.model import AgentRuntime, api_group
+from app.core.model import AgentRuntime
 from app.core.names import DEFAULT_DOMAIN, Domain
+from app.core.rollout import PodFacts, evictable, pod_facts, pod_key, roll_hint
 from app.core.staleness import FingerprintMemo, Staleness, StalenessOptions, pod_staleness
-from app.core.workload import controller_owner
 
 from .metrics import WebhookMetrics
 
@@ -40,11 +40,10 @@ COMPONENT = "skill-webhook"
 REASON_CHANGED = "SkillsChanged"
 REASON_BLOCKED = "RolloutBlocked"
 ROLLOUT_EVICT = "evict"
-# Controllers that bring an evicted pod back. A pod without one would be gone for good, a Job's pod
-# would lose its batch work (and count against its backoff limit), a Sandbox pod holds one agent's state.
-EVICTABLE_CONTROLLERS = frozenset({("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("apps", "DaemonSet")})
-# `kubectl rollout restart` works on these; the hint for the others is to delete the pods.
-_RESTARTABLE = {"Deployment": "deployment", "StatefulSet": "statefulset", "DaemonSet": "daemonset"}
+
+# Without changes, a pass that waits on time (a replacement's timeout, a backoff, a held-back Event)
+# comes this often.
+IDLE_RECHECK = 2.0
 
 # skill_webhook_evictions_total{result}
 EVICTED, BLOCKED, GONE, FAILED = "evicted", "blocked", "gone", "error"
@@ -65,57 +64,6 @@ class ReconcilerConfig:
     # retry_max: a disruption budget stays unhappy for a while, asking every second changes nothing.
     retry_initial: float = 10.0
     retry_max: float = 300.0
-
-
-class PodFacts(NamedTuple):
-    namespace: str
-    name: str
-    uid: str
-    ready: bool
-    deleting: bool
-    controller: dict[str, Any] | None
-
-
-def pod_facts(pod: Any) -> PodFacts:
-    """What the reconciler reads of a pod: a pod dict, or a compact informer record (`as_pod()`, with
-    `ready` and `deleting` attributes)."""
-    obj = pod if isinstance(pod, dict) else pod.as_pod()
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    ready = getattr(pod, "ready", None)
-    if ready is None:
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    deleting = getattr(pod, "deleting", None)
-    if deleting is None:
-        deleting = bool(metadata.get("deletionTimestamp"))
-    owner = controller_owner(obj)
-    return PodFacts(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""),
-                    str(metadata.get("uid") or ""), bool(ready), bool(deleting),
-                    owner if owner is not None and owner.get("controller") is True else None)
-
-
-def _pod_key(pod: Any) -> tuple[str, str, str]:
-    """(namespace, name, uid) without building the pod dict of a compact record."""
-    if isinstance(pod, dict):
-        metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""), str(metadata.get("uid") or ""))
-    return (pod.namespace, pod.name, pod.uid)
-
-
-def evictable(facts: PodFacts) -> bool:
-    owner = facts.controller
-    if owner is None:
-        return False
-    return (api_group(str(owner.get("apiVersion") or "")), owner.get("kind")) in EVICTABLE_CONTROLLERS
-
-
-def roll_hint(runtime: AgentRuntime) -> str:
-    """The command that rolls a workload by hand (kubectl writes the workload: that is the admin's call)."""
-    namespace = runtime.metadata.namespace
-    workload = runtime.workload
-    if workload is not None and workload.kind in _RESTARTABLE:
-        return f"kubectl rollout restart {_RESTARTABLE[workload.kind]}/{workload.name} -n {namespace}"
-    return f"kubectl delete pod -n {namespace} <pod> (the pods of {workload.kind if workload else 'it'} are not restartable by kubectl rollout)"
 
 
 @dataclass
@@ -162,7 +110,10 @@ class Reconciler:
         staleness: StalenessOptions | Callable[[], StalenessOptions] | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
+        notified: bool = False,
     ) -> None:
+        """`notified`: the pod store and the index call `notify()` on every change, so the thread may
+        skip passes while nothing changed (without it, it judges on every tick)."""
         self.config = config
         self.index = index
         self._pods = pods
@@ -181,6 +132,9 @@ class Reconciler:
         self._reported: dict[tuple[str, str], _Reported] = {}
         self._rollouts: dict[tuple[str, str], _Rollout] = {}
         self._was_leader = False
+        self._notified = notified
+        self._runtimes_dirty = True
+        self._pending = False  # a rollout in flight or an Event held back: pass again even if nothing changes
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -200,16 +154,25 @@ class Reconciler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
-    def notify(self) -> None:
-        """Something changed (a hook for informers): the next pass comes at the next debounce tick."""
+    def notify(self, *_: Any) -> None:
+        """Something changed (an index or Reflector listener; must return fast): the next tick judges."""
         self._wake.set()
 
+    def _due(self, now: float, last_pass: float) -> bool:
+        if not self._notified or self._wake.is_set() or now - self._last_full >= self.config.full_every:
+            return True
+        # Waiting for a replacement, a backoff or a held-back Event: time alone can move those on.
+        return self._pending and now - last_pass >= IDLE_RECHECK
+
     def _run(self) -> None:
+        last_pass = -float("inf")
         while not self._stopping.is_set():
             started = self._clock()
             try:
-                if self._pods_synced() and self.index.synced.is_set():
+                if self._pods_synced() and self.index.synced.is_set() and self._due(started, last_pass):
+                    self._wake.clear()  # changes during the pass wake the next one
                     self.run_once()
+                    last_pass = started
             except Exception:  # noqa: BLE001 - the thread must survive anything; the next pass retries
                 log.exception("reconciler pass failed")
             # At most one pass per debounce period, however many pod events arrive.
@@ -230,7 +193,7 @@ class Reconciler:
             self._memo = FingerprintMemo()
         judged: dict[tuple[str, str, str], _Judged] = {}
         for count, pod in enumerate(list(self._pods()), start=1):
-            key = _pod_key(pod)
+            key = pod_key(pod)
             previous = None if full else self._judged.get(key)
             if previous is not None and previous.pod is pod and key[0] not in changed:
                 judged[key] = previous
@@ -246,14 +209,24 @@ class Reconciler:
             # A new leader starts its rollouts from what it sees, not from a predecessor's memory.
             self._rollouts.clear()
             self._was_leader = leader
+        self._pending = False
         if leader:
             self._report(stale, now)
             if self.config.mode == "evict":
                 self._evict(judged, stale, now)
+                self._pending = self._pending or bool(self._rollouts)
         return [j.verdict for j in stale]
 
+    def notify_runtimes(self, *_: Any) -> None:
+        """The index changed (its listener): namespaces are compared again at the next pass."""
+        self._runtimes_dirty = True
+        self._wake.set()
+
     def _changed_namespaces(self) -> set[str]:
-        current = {r.key: r for r in self.index.all()}
+        if self._notified and not self._runtimes_dirty:
+            return set()
+        self._runtimes_dirty = False
+        current = {(r.metadata.namespace, r.metadata.name): r for r in self.index.all()}
         previous, self._runtimes = self._runtimes, current
         changed = {key[0] for key, runtime in current.items() if previous.get(key) is not runtime}
         changed.update(key[0] for key in previous if key not in current)
@@ -295,6 +268,7 @@ class Reconciler:
             if uids <= state.uids:
                 continue  # these pods were reported already
             if state.last_event is not None and now - state.last_event < self.config.event_interval:
+                self._pending = True
                 continue  # reported within the interval: the next Event waits
             if self._emit(runtime, REASON_CHANGED, "Normal", self._changed_message(runtime, pods)):
                 state.last_event, state.uids = now, uids
@@ -340,11 +314,6 @@ class Reconciler:
     # -- evict ---------------------------------------------------------------------------------------
 
     def _evict(self, judged: dict[tuple[str, str, str], _Judged], stale: list[_Judged], now: float) -> None:
-        members: dict[tuple[str, str], list[_Judged]] = {}
-        for j in judged.values():
-            runtime = j.verdict.runtime
-            if runtime is not None:
-                members.setdefault(runtime.key, []).append(j)
         candidates: dict[tuple[str, str], list[_Judged]] = {}
         for j in stale:
             runtime = j.verdict.runtime
@@ -353,6 +322,14 @@ class Reconciler:
             if runtime.annotation(self.config.domain.skills_rollout) != ROLLOUT_EVICT:
                 continue
             candidates.setdefault(runtime.key, []).append(j)
+        members: dict[tuple[str, str], list[_Judged]] = {}
+        watched = candidates.keys() | self._rollouts.keys()
+        if watched:
+            for j in judged.values():
+                verdict = j.verdict
+                key = (verdict.namespace, verdict.agent_runtime)
+                if verdict.runtime is not None and key in watched:
+                    members.setdefault(key, []).append(j)
         for key in list(self._rollouts):
             rollout = self._rollouts[key]
             if key in candidates or (rollout.evicted_uid and now - rollout.evicted_at < self.config.rollout_timeout):
@@ -470,105 +447,3 @@ def _describe(err: Exception) -> str:
             message = ""
         return f"HTTP {err.status} {err.reason}" + (f": {message}" if message else "")
     return f"{type(err).__name__}: {err}"
-
-
-# -- wiring into `serve` ---------------------------------------------------------------------------
-
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-DEFAULT_LEASE_NAMESPACE = "skill-webhook"
-
-
-class ReconcilerService:
-    """The Pod informer, the leader election and the reconciler thread, started and stopped together."""
-
-    def __init__(self, informer: Any, elector: Any, reconciler: Reconciler) -> None:
-        self.informer = informer
-        self.elector = elector
-        self.reconciler = reconciler
-
-    def start(self) -> None:
-        self.informer.start()
-        self.elector.start()
-        self.reconciler.start()
-
-    def stop(self) -> None:
-        # The reconciler first, so that nothing is evicted after the Lease is released.
-        self.reconciler.stop()
-        self.elector.stop()
-        self.informer.stop()
-
-
-def lease_namespace(settings: Any) -> str:
-    """--leader-election-namespace, else the pod's own namespace, else skill-webhook."""
-    if settings.leader_election_namespace:
-        return settings.leader_election_namespace
-    try:
-        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as handle:
-            return handle.read().strip() or DEFAULT_LEASE_NAMESPACE
-    except OSError:
-        return DEFAULT_LEASE_NAMESPACE
-
-
-def replica_identity(settings: Any) -> str:
-    """--leader-election-identity, else hostname_<random>, as client-go does: two processes on one host
-    (or a restarted pod with the old one still terminating) must never share an identity."""
-    import socket
-
-    return settings.leader_election_identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:12]}"
-
-
-def build_reconciler(settings: Any, state: Any) -> ReconcilerService | None:
-    """The reconciler of `serve`, or None with `--reconcile off`. Has its own ApiClient (connection
-    pool), so that its calls never queue behind the informers' watches."""
-    mode = settings.resolved_reconcile()
-    if mode == "off":
-        return None
-    from app.sources.kube import make_api_client
-    from app.sources.leader import LeaderElector, LeaseLock
-    from app.sources.pods import PodInformer
-
-    if settings.resolved_source() != "kube":
-        raise ValueError(f"--reconcile {mode} needs the Kubernetes source (there are no pods to watch in files)")
-    api_client = make_api_client(settings.kubeconfig)
-    metrics: WebhookMetrics = state.metrics
-    domain = settings.names
-    identity = replica_identity(settings)
-    informer = PodInformer(api_client, domain)
-    metrics.leader.set(0)
-
-    def started() -> None:
-        metrics.leader.set(1)
-        log.info("reconciler leading as %s: %s", identity,
-                 "writing Events and rolling opted-in workloads" if mode == "evict" else "writing Events")
-
-    def stopped() -> None:
-        metrics.leader.set(0)
-
-    def new_leader(holder: str) -> None:
-        metrics.leader_changes.inc()
-        log.info("reconciler leader is %s", holder, extra={"fields": {"leader": holder, "self": identity}})
-
-    lock = LeaseLock(api_client, lease_namespace(settings), settings.leader_election_lease_name, identity)
-    elector = LeaderElector(
-        lock, lease_duration=settings.lease_duration, renew_deadline=settings.renew_deadline,
-        retry_period=settings.retry_period, on_started_leading=started, on_stopped_leading=stopped,
-        on_new_leader=new_leader,
-    )
-    import kubernetes.client
-
-    reconciler = Reconciler(
-        ReconcilerConfig(mode=mode, domain=domain, event_interval=settings.event_interval,
-                         rollout_timeout=settings.rollout_timeout, identity=identity),
-        state.index,
-        informer.store.all,
-        pods_synced=informer.synced.is_set,
-        core_api=kubernetes.client.CoreV1Api(api_client),
-        metrics=metrics,
-        # Read each pass: the pods are judged as the mutation injects them now (domain, image
-        # volumes, digest pinning), one definition of both.
-        staleness=lambda: StalenessOptions.from_mutation(state.mutation),
-        is_leader=lambda: elector.is_leader,
-    )
-    log.info("reconciler %s: Lease %s as %s", mode, lock.describe(), identity,
-             extra={"fields": {"mode": mode, "lease": lock.describe(), "identity": identity}})
-    return ReconcilerService(informer, elector, reconciler)

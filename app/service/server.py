@@ -212,7 +212,7 @@ def serve(settings: Settings) -> int:
     state, source, tls = parts.state, parts.source, parts.tls
     reconciler = None
     if settings.resolved_reconcile() != "off":  # README "When skills change"
-        from .reconciler import build_reconciler  # imported only then: the file source never loads the kube client
+        from .reconciler_serve import build_reconciler  # imported only then: the file source never loads the kube client
 
         try:
             reconciler = build_reconciler(settings, state)
