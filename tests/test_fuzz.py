@@ -97,7 +97,8 @@ def test_generated_and_mutated_inputs_get_only_allowed_answers():
 # -- every field as every type ------------------------------------------------------------------------
 
 # One value of each JSON type (and shapes the code indexes into), to put in place of each field.
-REPLACEMENTS = [None, True, 0, -1, 2**64, 1.5, "", "x", [], [None], [{}], {}, {"name": "x"}]
+# 2**63 - 1: the largest integer the API server holds (beyond it: 400, see the test below).
+REPLACEMENTS = [None, True, 0, -1, 2**63 - 1, 1.5, "", "x", [], [None], [{}], {}, {"name": "x"}]
 
 
 def field_paths(value, prefix: tuple = ()):
@@ -143,6 +144,16 @@ def test_every_field_of_a_pod_as_every_type(client):
     assert {"review/allowed/patch", "review/denied/400", "review/denied/409"} <= classes
 
 
+@pytest.mark.parametrize("number", ["9223372036854775808", "-9223372036854775809", "1" * 5000, "1e400"])
+def test_a_number_the_api_server_cannot_hold_is_a_400_naming_its_place(client, number):
+    text = json.dumps(SAMPLE_RUNTIMES[0]).replace('"type": "agent"', f'"type": {number}', 1)
+    for body in (text, json.dumps(runtime_review(random.Random(0), "OBJECT")).replace('"OBJECT"', text, 1)):
+        response = client.post("/validate", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        detail = response.json()["detail"]
+        assert detail["line"] == 1 and body[detail["column"] - 1 :].startswith(number[:20])
+
+
 def test_every_field_of_an_agentruntime_as_every_type(client):
     runtime = SAMPLE_RUNTIMES[0]
     for path in field_paths(runtime):
@@ -157,7 +168,7 @@ def test_every_field_of_an_agentruntime_as_every_type(client):
 # -- hypothesis --------------------------------------------------------------------------------------
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=25,
 )
@@ -286,7 +297,7 @@ def test_no_yaml_tag_constructs_an_object(client, tag, tmp_path):
     runtime = yaml.safe_dump(SAMPLE_RUNTIMES[0]).replace("type: agent", f"type: {tag}", 1)
     response = client.post("/validate", content=runtime, headers={"content-type": "application/yaml"})
     assert not marker.exists()
-    if tag.startswith(("!!str", "!!int", "!!bool", "!!null", "!!float")):
+    if tag.startswith(("!!str", "!!int", "!!bool", "!!null", "!!float")) and ".nan" not in tag:
         # The JSON-compatible tags are plain values; the field check then has its say.
         report = response.json()
         assert response.status_code == 200 and set(report) == {"allowed", "errors", "warnings"}

@@ -16,18 +16,17 @@ string keys, lists, strings, numbers, booleans, null), as sigs.k8s.io/yaml does 
 JSON-compatible values and the same refusals, but parsed by libyaml end to end when it is available,
 anchors allowed.
 
+JSON text goes through app.core.jsontext (strict, positioned, numbers as the API server holds them).
 `open_lists` is the one place where `kind: List` (what `kubectl get -o yaml` prints) stands for its
-items; `dump_json` the one place where a value that orjson refuses (a lone surrogate) is still written.
+items.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import math
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-import orjson
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -38,13 +37,29 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
+from .jsontext import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEPTH,
+    DocumentError,
+    dump_json,
+    duplicate_key_message,
+    integer_problem,
+    line_column,
+    load_json,
+    out_of_range_message,
+)
+
+__all__ = [
+    "DocumentError", "MAX_DEPTH", "dump_json", "is_list", "load_documents", "load_json",
+    "load_trusted_documents", "media_type", "open_lists",
+]
+
 try:  # libyaml: the C parser, ten times faster than the pure-Python one
     from yaml._yaml import CParser
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     CParser = None
 
-# Real objects nest 10-15 levels; 100 leaves room and keeps hostile input cheap.
-MAX_DEPTH = 100
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -53,36 +68,6 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _INT_TAG = "tag:yaml.org,2002:int"
-_JSON_CONSTANT_RE = re.compile(r"-?Infinity|NaN")
-# The API server decodes JSON integers into int64 (k8s.io/apimachinery/pkg/util/json).
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# An integer of fewer digits always fits in int64: cheaper to look for than to check every number.
-_LONG_DIGITS_RE = re.compile(r"\d{19,}")
-# Strings (with a ":" after them when they are keys), brackets and numbers, in JSON text that parsed:
-# strings are matched whole, so a bracket, digit or quote inside one is never mistaken for syntax.
-_JSON_SCAN_RE = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{}]|-?\d+(\.\d+)?([eE][-+]?\d+)?', re.DOTALL)
-_STRING_OR_KEY_RE = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?', re.DOTALL)
-
-
-class DocumentError(ValueError):
-    """Text that is not a JSON/YAML document we accept; line and column are 1-based (None when the
-    problem has no position)."""
-
-    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
-
-    def __str__(self) -> str:
-        if self.line is None:
-            return self.message
-        return f"line {self.line}, column {self.column}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"message": self.message, "line": self.line, "column": self.column}
-
-
 def media_type(content_type: str | None) -> str:
     """"application/json; charset=utf-8" -> "application/json"; "" when absent."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -100,11 +85,11 @@ def load_documents(data: bytes | str, content_type: str | None = None) -> list[A
     text = _decode(data)
     kind = media_type(content_type)
     if kind in JSON_MEDIA_TYPES or kind.endswith("+json"):
-        return [_load_json(text)]
+        return [load_json(text)]
     if kind in YAML_MEDIA_TYPES:
         return _load_yaml(text)
     if text.lstrip()[:1] in ("{", "["):
-        return [_load_json(text)]
+        return [load_json(text)]
     return _load_yaml(text)
 
 
@@ -115,7 +100,7 @@ def load_trusted_documents(text: str) -> list[Any]:
         # A JSON file (10,000 AgentRuntimes is 10 MB) parses 50 times faster as JSON than through
         # libyaml; when it is not valid JSON after all, YAML (a superset) gets its turn below.
         try:
-            return [_load_json(text)]
+            return [load_json(text)]
         except DocumentError:
             pass
     loader = _TrustedLoader(text)
@@ -127,183 +112,6 @@ def load_trusted_documents(text: str) -> list[Any]:
         raise DocumentError("nesting too deep") from None
     finally:
         loader.dispose()
-
-
-# -- JSON ------------------------------------------------------------------------------------------
-
-
-def load_json(text: str) -> Any:
-    """One JSON value from untrusted text (an annotation that holds JSON, a body); raises
-    DocumentError with the line and column of the problem."""
-    return _load_json(_decode(text))
-
-
-def _load_json(text: str) -> Any:
-    try:
-        # orjson is strict (no NaN, no lone surrogates, nesting under 1024) and four times faster;
-        # whatever it refuses goes to the standard parser, which says where and why.
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        value = _load_json_slowly(text)
-    # Fewer brackets than the limit cannot nest deeper than it: the common case costs two counts.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
-        raise _too_deep(text)
-    if _LONG_DIGITS_RE.search(text):
-        # orjson reads an integer beyond int64 as a float (or a uint64): refuse it where it stands.
-        _check_numbers(text)
-    if type(value) is dict or type(value) is list:
-        _check_unique_keys(text, value)
-    return value
-
-
-def _load_json_slowly(text: str) -> Any:
-    try:
-        value = _JSON_DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        raise DocumentError(exc.msg, exc.lineno, exc.colno) from None
-    except RecursionError:
-        raise _too_deep(text) from None
-    except _JsonConstantError:
-        raise DocumentError("NaN and Infinity are not JSON", *_position(text, _JSON_CONSTANT_RE)) from None
-    except _NumberOutOfRange:
-        _check_numbers(text)
-        raise DocumentError("number out of range") from None  # not reached: the scan finds it
-    return value
-
-
-class _JsonConstantError(ValueError):
-    pass
-
-
-class _NumberOutOfRange(ValueError):
-    pass
-
-
-def _reject_json_constant(name: str) -> Any:
-    raise _JsonConstantError(name)
-
-
-def _int_in_range(token: str) -> int:
-    # Checked before int(): a 5,000-digit token would otherwise meet Python's digit limit.
-    if len(token.lstrip("-")) > 19 or not INT64_MIN <= int(token) <= INT64_MAX:
-        raise _NumberOutOfRange(token)
-    return int(token)
-
-
-def _finite_float(token: str) -> float:
-    value = float(token)
-    if not math.isfinite(value):
-        raise _NumberOutOfRange(token)
-    return value
-
-
-# Made once: json.loads with any option builds a new decoder per call, which doubles its cost.
-_JSON_DECODER = json.JSONDecoder(
-    parse_constant=_reject_json_constant, parse_int=_int_in_range, parse_float=_finite_float
-)
-
-
-def integer_problem(token: str) -> str | None:
-    """Why an integer literal cannot be read as the API server reads it (None when it can)."""
-    digits = token.lstrip("-+")
-    if len(digits) <= 18 or (len(digits) <= 19 and INT64_MIN <= int(token) <= INT64_MAX):
-        return None
-    return out_of_range_message(token)
-
-
-def out_of_range_message(token: str) -> str:
-    shown = token if len(token) <= 40 else f"{token[:20]}...({len(token)} characters)"
-    return f"integer {shown} is outside the 64-bit range of the API server ({INT64_MIN} to {INT64_MAX})"
-
-
-def _check_numbers(text: str) -> None:
-    """Raise a DocumentError at the first number of (parsed) JSON text that the API server cannot
-    hold: an integer beyond int64, a number beyond a double."""
-    for match in _JSON_SCAN_RE.finditer(text):
-        token = match.group()
-        if token[0] in '"[]{}':
-            continue
-        if match.group(2) is None and match.group(3) is None:
-            problem = integer_problem(token)
-        else:
-            problem = None if math.isfinite(float(token)) else f"number {token[:40]} is outside the range of a double"
-        if problem is not None:
-            raise DocumentError(problem, *_line_column(text, match.start()))
-
-
-def _check_unique_keys(text: str, value: Any) -> None:
-    """A duplicate key leaves fewer members in the parsed objects than keys in the text; only then is
-    the text scanned again to say which key and where."""
-    keys = _STRING_OR_KEY_RE.findall(text)
-    if len(keys) - keys.count("") == _count_members(value):
-        return
-    stack: list[set[str] | None] = []
-    for match in _JSON_SCAN_RE.finditer(text):
-        token = match.group()
-        if token in ("{", "["):
-            stack.append(set() if token == "{" else None)
-        elif token in ("}", "]"):
-            if stack:
-                stack.pop()
-        elif match.group(1) and stack and stack[-1] is not None:
-            key = json.loads(token[: match.start(1) - match.start()])  # "a" and "\u0061" are one key
-            if key in stack[-1]:
-                raise DocumentError(duplicate_key_message(key), *_line_column(text, match.start()))
-            stack[-1].add(key)
-
-
-def duplicate_key_message(key: str) -> str:
-    return f"duplicate key {json.dumps(key)[:200]}: the API server's strict decoding refuses it"
-
-
-def _count_members(value: Any) -> int:
-    """Keys of every object in `value`, level by level as in _depth_exceeds."""
-    count = 0
-    level = [value]
-    while level:
-        count += sum(len(node) for node in level if type(node) is dict)
-        level = [
-            child
-            for node in level
-            for child in (node.values() if type(node) is dict else node)
-            if type(child) is dict or type(child) is list
-        ]
-    return count
-
-
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True when containers nest deeper than `limit`. Level by level, one comprehension per level:
-    about 15 µs for a 20-skill AdmissionReview, and linear in the number of containers."""
-    level = [value] if type(value) is dict or type(value) is list else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > limit:
-            return True
-        level = [
-            child
-            for node in level
-            for child in (node.values() if type(node) is dict else node)
-            if type(child) is dict or type(child) is list
-        ]
-    return False
-
-
-_JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-
-
-def _too_deep(text: str) -> DocumentError:
-    """The error for JSON nested beyond MAX_DEPTH, placed where the limit is crossed."""
-    depth = 0
-    for token in _JSON_TOKEN_RE.finditer(text):
-        char = token.group()[0]
-        if char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return DocumentError(f"nesting deeper than {MAX_DEPTH} levels", *_line_column(text, token.start()))
-        elif char in "]}":
-            depth -= 1
-    return DocumentError(f"nesting deeper than {MAX_DEPTH} levels")
 
 
 # -- YAML ------------------------------------------------------------------------------------------
@@ -496,7 +304,7 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> DocumentError:
             return DocumentError(message, mark.line + 1, mark.column + 1)
         return DocumentError(message)
     if isinstance(exc, yaml.reader.ReaderError):
-        return DocumentError(exc.reason, *_line_column(text, exc.position))
+        return DocumentError(exc.reason, *line_column(text, exc.position))
     return DocumentError(str(exc))
 
 
@@ -513,16 +321,6 @@ def _decode(data: bytes | str) -> str:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise DocumentError("not valid UTF-8", line, column) from None
     return text[1:] if text.startswith("\ufeff") else text
-
-
-def _line_column(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
-def _position(text: str, pattern: re.Pattern[str]) -> tuple[int | None, int | None]:
-    match = pattern.search(text)
-    return _line_column(text, match.start()) if match else (None, None)
 
 
 # -- lists and writing -----------------------------------------------------------------------------
@@ -545,12 +343,3 @@ def open_lists(documents: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]
                 yield (f"{label}.items[{i}]" if label else f"items[{i}]"), item
         else:
             yield label, document
-
-
-def dump_json(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
-    """Compact JSON bytes: orjson, or the standard encoder for what orjson refuses (a lone surrogate
-    that the YAML or standard JSON parser let through is escaped as \\udXXX)."""
-    try:
-        return orjson.dumps(value, default=default)
-    except TypeError:
-        return json.dumps(value, default=default, separators=(",", ":")).encode()
