@@ -308,6 +308,22 @@ def test_mutate_latency_is_unchanged_while_the_registry_stalls(faulty, faults):
     assert hook.metric("skill_webhook_image_resolutions_total", result="ok") == 0
 
 
+def test_enforce_denies_503_while_the_registry_is_down_and_claims_nothing_injected(faults, images, tmp_path):
+    runtimes = write_runtimes(tmp_path / "runtimes", {"down": [skill_entry("down-skill", faults.down)]})
+    with webhook(tmp_path / "serve", runtimes, "--resolve-interval", "1s", "--insecure-registries", faults.insecure,
+                 "--pin-digests", "on", "--verify-signatures", "enforce", "--cosign-key", str(images.key_file)) as hook:
+        eventually(lambda: hook.metric("skill_webhook_image_resolutions_total", result="unreachable") >= 1,
+                   RESOLVED_WITHIN, "an unreachable resolution")
+        answer = hook.mutate("down")
+        assert not answer.allowed and answer.code == 503, answer.response
+        assert 'skill "down-skill"' in answer.message and "signature unknown" in answer.message
+        assert "retry" in answer.message
+        # Denied: no warning may say the skill was injected by tag, and no pod is counted as unpinned.
+        assert not any("by tag" in w for w in answer.warnings), answer.warnings
+        assert hook.metric("skill_webhook_unpinned_pods_total") == 0
+        no_tracebacks(hook)
+
+
 # -- wrong credentials -------------------------------------------------------------------------------
 
 

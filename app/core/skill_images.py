@@ -53,6 +53,7 @@ def plan_supply(plan: SupplyPlan | None, skills: Iterable[Skill]) -> SupplyOutco
     if plan is None:
         return NO_SUPPLY
     outcome = SupplyOutcome()
+    by_tag: list[str] = []  # "injected by tag" warnings: untrue once the pod is denied
     for skill in skills:
         facts = plan.facts(skill.image)
         _metadata(outcome, skill, facts)
@@ -63,20 +64,24 @@ def plan_supply(plan: SupplyPlan | None, skills: Iterable[Skill]) -> SupplyOutco
             )
         if facts is not None and (facts.status or "").lower() == "deprecated":
             outcome.warnings.append(f'skill "{skill.name}": image {skill.image} is deprecated')
-        _pin(plan, outcome, skill, facts)
+        by_tag += _pin(plan, outcome, skill, facts)
         _signature(plan, outcome, skill, facts)
         if outcome.denial is not None:
+            # Nothing is injected into a denied pod: no warning may say something was.
+            outcome.warnings = [w for w in outcome.warnings if w not in by_tag]
+            outcome.unpinned = 0
             return outcome
     return outcome
 
 
-def _pin(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: ImageFacts | None) -> None:
+def _pin(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: ImageFacts | None) -> list[str]:
+    """Pins the reference when the digest is known; returns the "injected by tag" warning it added."""
     if plan.pin_digests == "off" or "@" in skill.image:
-        return  # an image already pinned by digest is injected as written
+        return []  # an image already pinned by digest is injected as written
     digest = facts.digest if facts is not None else None
     if digest:
         outcome.references[skill.name] = f"{skill.image}@{digest}"
-        return
+        return []
     why = (facts.error if facts is not None and facts.error else "not resolved yet")
     if plan.pin_digests == "required":
         outcome.denial = Denial(
@@ -84,9 +89,11 @@ def _pin(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: ImageFac
             f'skill "{skill.name}": the digest of {skill.image} is not known ({why}) and --pin-digests is '
             "required; retry shortly",
         )
-        return
+        return []
     outcome.unpinned += 1
-    outcome.warnings.append(f'skill "{skill.name}": injected {skill.image} by tag: its digest is not known ({why})')
+    warning = f'skill "{skill.name}": injected {skill.image} by tag: its digest is not known ({why})'
+    outcome.warnings.append(warning)
+    return [warning]
 
 
 def _signature(plan: SupplyPlan, outcome: SupplyOutcome, skill: Skill, facts: ImageFacts | None) -> None:
