@@ -233,7 +233,8 @@ def test_wanted_callable_drops_references_and_failing_hooks_do_not_stop_it(layou
     assert not resolver._thread.is_alive()
 
 
-def test_from_settings(tmp_path) -> None:
+def test_from_settings(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("SKILL_WEBHOOK_RESOLVE_INTERVAL", raising=False)  # tests/conftest.py turns it off
     from app.service.settings import Settings
     from tests.registry_harness import new_cosign_key
 
