@@ -4,6 +4,8 @@ the result is a no-op). Plain functions, imported explicitly: no conftest fixtur
 
 from __future__ import annotations
 
+import base64
+
 import copy
 import functools
 import json
@@ -194,6 +196,13 @@ def review(
 
 
 # -- Checks ----------------------------------------------------------------------------------------
+
+
+def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch of an AdmissionReview response (empty when there is none)."""
+    patch = response.get("response", response).get("patch")
+    return json.loads(base64.b64decode(patch)) if patch else []
+
 
 
 def apply_patch(obj: dict[str, Any], decision: AdmissionDecision) -> dict[str, Any]:

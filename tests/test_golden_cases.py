@@ -26,13 +26,13 @@ import jsonpatch
 import pytest
 import yaml
 
-from app.core.admission import decode_patch
 from app.core.cache import cached_runtime
 from app.core.index import AgentRuntimeIndex
 from app.core.mutation import MutationOptions
 from app.core.names import Domain
 from app.core.validation import ValidationOptions
 from tests.builders import (
+    decode_patch,
     NAMESPACE,
     apply_and_recheck,
     assert_valid_pod_public_api,

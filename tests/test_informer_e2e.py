@@ -18,13 +18,13 @@ import jsonpatch
 import pytest
 import yaml
 
-from app.core.admission import decode_patch
 from app.service.app import create_app, create_health_app
 from app.service.certs import CertBundlePaths, ensure_dev_certs
 from app.service.server import build_state
 from app.service.settings import Settings
 from app.sources.kube import KubeInformerSource
 from tests.apiserver_standin import StandInApiServer, agentruntime, version_info
+from tests.builders import decode_patch
 from tests.informer_harness import KUBECONFIG, running_standin, wait_until
 
 SAMPLE_POD = Path(__file__).resolve().parent.parent / "manifests" / "samples" / "pod.yaml"

@@ -11,11 +11,11 @@ import json
 import jsonpatch
 import pytest
 
-from app.core.admission import decode_patch
 from app.core.model import AgentRuntime
 from app.core.mutation import NOT_SYNCED_MESSAGE, MutationOptions, mutate_pod
 from app.core.patch import build_skill_patch, escape_pointer, normalize_mount_path
 from tests.builders import (
+    decode_patch,
     DEFAULT_OPTIONS,
     NAMESPACE,
     apply_and_recheck,
@@ -495,7 +495,7 @@ def test_pod_matching_no_runtime_is_left():
         (lambda p: p["spec"]["containers"][0].update(env="A=1"), "spec.containers[0].env"),
         (lambda p: p["spec"]["containers"][0].update(volumeMounts={}), "spec.containers[0].volumeMounts"),
         (lambda p: p["metadata"].update(annotations=["a"]), "metadata.annotations"),
-        (lambda p: p.update(spec="nope"), "spec.containers"),
+        (lambda p: p.update(spec="nope"), "spec must be an object"),
     ],
     ids=["volumes-not-a-list", "no-containers", "container-not-a-map", "env-not-a-list", "mounts-not-a-list",
          "annotations-not-a-map", "spec-not-a-map"],

@@ -45,7 +45,12 @@ def free_port() -> int:
 
 
 def cli_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SKILL_WEBHOOK_")}
+    """The environment without our settings, except the resolver's off switch of tests/conftest.py
+    (the sample AgentRuntimes name public registries that tests must not contact)."""
+    return {
+        k: v for k, v in os.environ.items()
+        if not k.startswith("SKILL_WEBHOOK_") or k == "SKILL_WEBHOOK_RESOLVE_INTERVAL"
+    }
 
 
 def run_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess:

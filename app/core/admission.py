@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
-
-import orjson
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 
@@ -103,12 +102,6 @@ def admission_response(uid: str, decision: AdmissionDecision) -> dict[str, Any]:
         # The API server truncates long warnings; keep each one readable.
         response["warnings"] = [w[:1024] for w in decision.warnings]
     return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
-
-
-def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
-    """The JSON patch of an AdmissionReview response (empty when there is none)."""
-    patch = response.get("response", response).get("patch")
-    return json.loads(base64.b64decode(patch)) if patch else []
 
 
 def _str(value: Any) -> str:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from .model import AgentRuntime
-from .validation import ValidationOptions, stored_object_errors
+from .validation import ValidationOptions, skills_source, stored_object_errors
+from .validation.skills import SKILLS_PATH
 
 
 def cached_runtime(obj: dict[str, Any], options: ValidationOptions) -> AgentRuntime | None:
@@ -38,11 +38,9 @@ def cached_runtime(obj: dict[str, Any], options: ValidationOptions) -> AgentRunt
 
 def _annotation_skills(obj: dict[str, Any], options: ValidationOptions) -> Any:
     """The skill list of the annotation, when that is where the object declares it (validation has
-    already said it parses and that spec.skills is not declared too)."""
-    metadata = obj.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
-    raw = annotations.get(options.domain.skill_images) if isinstance(annotations, dict) else None
-    return orjson.loads(raw) if isinstance(raw, str) else None
+    already said it parses and that spec.skills is not declared too); None for spec.skills."""
+    source = skills_source(obj, options.domain)
+    return source.raw if source.path != SKILLS_PATH else None
 
 
 def _has_target(runtime: AgentRuntime) -> bool:

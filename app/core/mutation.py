@@ -12,7 +12,7 @@ from .index import AgentRuntimeIndex
 from .injection import read_injected_record
 from .model import DEFAULT_SIDECAR_NAMES
 from .names import DEFAULT_DOMAIN, Domain
-from .patch import MalformedPod, SkillConflict, build_skill_patch
+from .patch import MalformedPod, SkillConflict, build_skill_patch, pod_containers
 from .skill_images import SupplyPlan, plan_supply
 from .workload import resolve_workload
 
@@ -85,10 +85,10 @@ def mutate_pod(
         )
         return decision
 
-    spec = pod.get("spec")
-    containers = spec.get("containers") if isinstance(spec, dict) else None
-    if not isinstance(containers, list) or not containers or not all(isinstance(c, dict) for c in containers):
-        return _deny_malformed(decision, "spec.containers must be a non-empty list of containers")
+    try:
+        containers = pod_containers(pod)
+    except MalformedPod as err:
+        return _deny_malformed(decision, str(err))
     names = [c.get("name") if isinstance(c.get("name"), str) else "" for c in containers]
     annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
     record = read_injected_record(annotations.get(domain.skills_injected))

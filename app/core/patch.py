@@ -12,9 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import orjson
-
 from .injection import InjectedSkill, injected_record
+from .jsontext import dump_json
 from .model import ENV_SKILL_FOLDERS, AgentRuntime, volume_name
 from .names import DEFAULT_DOMAIN, Domain
 # Mutation and validation must agree on when two mount paths are the same ("//a/./b/" is "/a/b").
@@ -39,10 +38,7 @@ class SkillPatch:
 
 def compact_json(value: Any) -> str:
     """JSON without spaces, as annotation values are written (and compared on reinvocation)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # a lone surrogate in a container name: the standard encoder escapes it
-        return json.dumps(value, separators=(",", ":"))
+    return dump_json(value).decode()
 
 
 def escape_pointer(segment: str) -> str:
@@ -59,6 +55,16 @@ def volume_for(skill: InjectedSkill) -> dict[str, Any]:
 
 def mount_for(skill: InjectedSkill) -> dict[str, Any]:
     return {"name": volume_name(skill.name), "mountPath": skill.mountPath, "readOnly": True}
+
+
+def pod_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """spec.containers, checked once for the whole mutation: a non-empty list of objects, else
+    MalformedPod (a 400 naming the field, rather than a patch that cannot apply)."""
+    spec = _field(pod, "spec", dict, "spec")
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers or not all(isinstance(c, dict) for c in containers):
+        raise MalformedPod("spec.containers must be a non-empty list of containers")
+    return containers
 
 
 def build_skill_patch(
@@ -78,11 +84,9 @@ def build_skill_patch(
     `<domain>/skills-metadata` annotation when not empty.
     Raises SkillConflict (naming the AgentRuntime, the skill and what collided) or MalformedPod.
     """
-    spec = _field(pod, "spec", dict, "spec")
-    containers = _field(spec, "containers", list, "spec.containers")
+    containers = pod_containers(pod)
+    spec = pod["spec"]
     container = containers[container_index]
-    if not isinstance(container, dict):
-        raise MalformedPod(f"spec.containers[{container_index}] must be an object")
     skills = runtime.spec.skills
     refs = references or {}
     result = SkillPatch()

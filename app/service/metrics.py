@@ -49,6 +49,10 @@ class WebhookMetrics:
             ["endpoint", "code"], registry=r,
         )
         # Stale-pod reconciler (README "When skills change").
+        self.pod_watch_restarts = Counter(
+            "skill_webhook_pod_watch_restarts", "Restarts of the reconciler's Pod watch, by reason", ["reason"],
+            registry=r,
+        )
         self.stale_pods = Gauge(
             "skill_webhook_stale_pods", "Running pods whose injected skills differ from their AgentRuntime's now",
             ["namespace", "agentruntime"], registry=r,

@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes.client
 
 from app.core.staleness import StalenessOptions
-from app.sources.kube import make_api_client
+from app.sources.kube import InformerMetrics, make_api_client
 from app.sources.leader import LeaderElector, LeaseLock
 from app.sources.pods import PodInformer
 
@@ -73,7 +73,10 @@ def build_reconciler(settings: Any, state: Any) -> ReconcilerService | None:
     metrics: WebhookMetrics = state.metrics
     domain = settings.names
     identity = replica_identity(settings)
-    informer = PodInformer(api_client, domain)
+    informer = PodInformer(
+        api_client, domain,
+        metrics=InformerMetrics(on_restart=lambda reason: metrics.pod_watch_restarts.labels(reason).inc()),
+    )
     metrics.leader.set(0)
 
     def started() -> None:
