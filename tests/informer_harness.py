@@ -59,8 +59,8 @@ class RecordedMetrics:
 
 
 @contextlib.contextmanager
-def running_standin() -> Iterator[StandInApiServer]:
-    standin = StandInApiServer().start()
+def running_standin(**options: Any) -> Iterator[StandInApiServer]:
+    standin = StandInApiServer(**options).start()
     try:
         yield standin
     finally:
