@@ -108,3 +108,13 @@ def test_the_cache_keeps_only_what_admission_and_the_reconciler_read():
     assert cached.annotation("kubectl.kubernetes.io/last-applied-configuration") is None
     assert [s.name for s in cached.spec.skills] == ["s1"]
     assert "authBridgeMode" not in (cached.spec.model_extra or {})
+
+
+def test_no_key_of_the_object_can_set_its_verdict():
+    from app.core.model import AgentRuntime
+
+    obj = runtime_object("rt", skills=[skill("s")])
+    obj["problems"] = ["forged"]
+    obj["metadata"]["problems"] = ["forged"]
+    assert AgentRuntime.from_object(obj).problems == ()
+    assert cached_runtime(obj, ValidationOptions()).problems == ()

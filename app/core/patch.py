@@ -8,6 +8,7 @@ second call on the patched pod (reinvocation) return an empty patch.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -161,9 +162,22 @@ def build_skill_patch(
     result.operations += _skill_folders_ops(container, base, field_base, paths, result.warnings)
 
     # 4 + 5. annotations
-    record = injected_record(runtime.metadata.name, str(container.get("name", "")), tuple(injected))
+    record = record_json(runtime.metadata.name, str(container.get("name", "")), tuple(injected))
     result.operations += _annotation_ops(pod, domain, [s.name for s in skills], record, skills_metadata, result.warnings)
     return result
+
+
+@functools.lru_cache(maxsize=4096)
+def record_json(runtime_name: str, container: str, injected: tuple[InjectedSkill, ...]) -> str:
+    """The `skills-injected` annotation value. A pure function of its arguments, memoised: the same
+    AgentRuntime injected into the same container gives the same record for every pod, and hashing
+    its fingerprint per pod would be most of the mutation's own cost."""
+    return compact_json(injected_record(runtime_name, container, injected))
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_json(names: tuple[str, ...]) -> str:
+    return compact_json(list(names))
 
 
 def _skill_folders_ops(
@@ -173,10 +187,10 @@ def _skill_folders_ops(
     if env is None:
         return [{"op": "add", "path": f"{base}/env", "value": [_skill_folders_var(paths)]}]
     # Kubernetes lets the last duplicate win, so that is the entry we read and extend.
-    position = next(
-        (i for i in range(len(env) - 1, -1, -1) if isinstance(env[i], dict) and env[i].get("name") == ENV_SKILL_FOLDERS),
-        None,
-    )
+    position = None
+    for i, var in enumerate(env):
+        if type(var) is dict and var.get("name") == ENV_SKILL_FOLDERS:
+            position = i
     if position is None:
         return [{"op": "add", "path": f"{base}/env/-", "value": _skill_folders_var(paths)}]
     entry = env[position]
@@ -216,7 +230,7 @@ def _annotation_ops(
     pod: dict[str, Any],
     domain: Domain,
     names: list[str],
-    record: dict[str, Any],
+    record: str,
     skills_metadata: Mapping[str, Mapping[str, str]] | None,
     warnings: list[str],
 ) -> list[Operation]:
@@ -225,8 +239,8 @@ def _annotation_ops(
         raise MalformedPod("metadata must be an object")
     annotations = _optional_map(metadata or {}, "annotations", "metadata.annotations")
     wanted = {
-        domain.skills: compact_json(_merge_names(annotations or {}, domain.skills, names, warnings)),
-        domain.skills_injected: compact_json(record),
+        domain.skills: _names_json(tuple(_merge_names(annotations or {}, domain.skills, names, warnings))),
+        domain.skills_injected: record,
     }
     if skills_metadata:
         wanted[domain.skills_metadata] = compact_json(skills_metadata)

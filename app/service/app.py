@@ -9,7 +9,6 @@ AdmissionReview.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from app.core.index import AgentRuntimeIndex
 from app.core.mutation import MutationOptions, review_pod
 from app.core.validation import ValidationOptions, review_agentruntime, validate_documents
 
+from .deadlines import BodyDeadlines
 from .logs import ADMISSION_LOG, ADMISSION_LOGGER
 from .metrics import WebhookMetrics
 
@@ -56,6 +56,7 @@ class ServiceState:
     # Readiness also needs the serving certificate; tests on the bare ASGI app have none to wait for.
     certificate_loaded: Callable[[], bool] = lambda: True
     body_timeout: float = BODY_TIMEOUT_SECONDS
+    body_deadlines: BodyDeadlines | None = None
 
 
 def create_app(state: ServiceState) -> FastAPI:
@@ -172,9 +173,11 @@ def _dry_run_report(documents: list[Any], state: ServiceState) -> Response:
 async def _read_body(request: Request, state: ServiceState, endpoint: str) -> bytes | Response:
     """The body; a 413 as soon as it is known to exceed the cap (never read whole); a 408 when it
     has not fully arrived `state.body_timeout` seconds after the headers."""
+    deadlines = state.body_deadlines
+    if deadlines is None or deadlines.timeout != state.body_timeout:
+        deadlines = state.body_deadlines = BodyDeadlines(state.body_timeout)
     try:
-        async with asyncio.timeout(state.body_timeout):
-            return await _receive_body(request, state, endpoint)
+        return await deadlines.read(_receive_body(request, state, endpoint))
     except TimeoutError:
         state.metrics.bad_requests.labels(endpoint, "408").inc()
         return JSONResponse(

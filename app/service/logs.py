@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -61,6 +62,7 @@ class AdmissionLog:
 
     def __init__(self) -> None:
         self.enabled = True
+        self._flush_pending = False
         self._stream: BinaryIO | None = None
         self._logger = logging.getLogger(ADMISSION_LOGGER)
 
@@ -79,7 +81,26 @@ class AdmissionLog:
         entry = {"ts": utc_timestamp(time.time()), "level": "info", "logger": ADMISSION_LOGGER, "msg": "admission"}
         entry.update(fields)
         stream.write(dump_json(entry, default=str) + b"\n")
-        stream.flush()
+        # One flush (one write syscall) per event-loop iteration, however many admissions it answered:
+        # under load many lines share it, and at a low rate each line still leaves at once.
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop (a test, an embedding): write now
+            stream.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: a lost log line must not stop admission
+                pass
 
 
 ADMISSION_LOG = AdmissionLog()
