@@ -3,7 +3,7 @@
 A second use of the Reflector. The API server filters by label (`<domain>/type in (agent,tool)`), so
 other pods never cross the wire, and each pod is cut down to what deciding staleness and rolling it
 needs (README "When skills change"): a cluster's pods are many and large, a summary is a few hundred
-bytes.
+bytes, and the store takes an event in O(1).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class OwnerRef(NamedTuple):
 class PodSummary:
     """What the reconciler keeps of a pod. `labels` holds only `<domain>/*` and `pod-template-hash`
     (sorted pairs, so the summary is immutable and hashable); `owner` is the controller owner
-    reference, else the first one, else None."""
+    reference, else the first one, else None. Slotted, with the strings and tuples that repeat from pod
+    to pod (namespace, labels, owner, phase) shared: 10,000 pods cost a few megabytes."""
 
     namespace: str
     name: str
@@ -66,6 +67,22 @@ class PodSummary:
             if name == key:
                 return value
         return None
+
+    def same_state(self, other: "PodSummary") -> bool:
+        """Equal in everything but resourceVersion: a status heartbeat or an unrelated annotation changed,
+        nothing that staleness or a rollout reads."""
+        return (
+            self.uid == other.uid
+            and self.ready == other.ready
+            and self.deleting == other.deleting
+            and self.skills_injected == other.skills_injected
+            and self.labels == other.labels
+            and self.owner == other.owner
+            and self.phase == other.phase
+            and self.name == other.name
+            and self.namespace == other.namespace
+            and self.injected_key == other.injected_key
+        )
 
     def as_pod(self) -> dict[str, Any]:
         """A minimal pod object (name, namespace, uid, labels, owner, the record) for the functions of
@@ -91,8 +108,26 @@ class PodSummary:
         return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "status": {"phase": self.phase}}
 
 
+# The pods of one workload carry the same labels and owner: one shared tuple each instead of one per pod.
+# Bounded: dropped and started afresh past this many distinct values (the summaries keep theirs).
+_SHARED_LIMIT = 50_000
+_LABELS: dict[Any, Any] = {}
+_OWNERS: dict[Any, Any] = {}
+
+
+def _share(value: Any, table: dict[Any, Any]) -> Any:
+    found = table.get(value)
+    if found is not None:
+        return found
+    if len(table) >= _SHARED_LIMIT:
+        table.clear()
+    table[value] = value
+    return value
+
+
 def summarize(obj: Any, domain: Domain) -> PodSummary | None:
-    """The PodSummary of a raw pod object; None for one without a name."""
+    """The PodSummary of a raw pod object (as orjson decoded it from a LIST page or a watch line; it
+    keeps none of it but the strings it names); None for one without a name."""
     if not isinstance(obj, dict):
         return None
     metadata = _dict(obj.get("metadata"))
@@ -100,14 +135,13 @@ def summarize(obj: Any, domain: Domain) -> PodSummary | None:
     if not isinstance(name, str) or not name or not isinstance(namespace, str):
         return None
     prefix = domain.prefix + "/"
-    labels = tuple(
+    labels = _share(tuple(
         sorted(
-            # Interned: the same few keys and values repeat on every pod of a workload.
             (sys.intern(key), sys.intern(value))
             for key, value in _dict(metadata.get("labels")).items()
             if isinstance(value, str) and (key.startswith(prefix) or key == LABEL_POD_TEMPLATE_HASH)
         )
-    )
+    ), _LABELS)
     injected = _dict(metadata.get("annotations")).get(domain.skills_injected)
     status = _dict(obj.get("status"))
     return PodSummary(
@@ -126,16 +160,23 @@ def summarize(obj: Any, domain: Domain) -> PodSummary | None:
 
 
 class PodStore:
-    """PodSummaries by (namespace, name) and by namespace. Written from the informer's thread under a
-    lock, which publishes fresh dicts with one assignment each; readers never lock."""
+    """PodSummaries by (namespace, name) and by namespace.
+
+    Written from the informer's thread: an event is a few dict assignments under a lock, O(1) however
+    many pods are cached. `get` never locks (one dict read is atomic). Readers that iterate get tuple
+    snapshots, never the live dicts (iterating a dict while another thread inserts raises
+    RuntimeError); a snapshot is rebuilt, under the lock, only when someone asks for it after a change,
+    so a churn of events that nobody iterates costs nothing but the assignments."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], PodSummary] = {}
         self._by_namespace: dict[str, dict[str, PodSummary]] = {}
         self._lock = threading.Lock()
+        self._all: tuple[PodSummary, ...] | None = ()
+        self._groups: dict[str, tuple[PodSummary, ...]] = {}  # per-namespace snapshots still current
         self.synced = threading.Event()
 
-    # -- reads (lock-free) -------------------------------------------------------------------------
+    # -- reads ---------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -143,20 +184,43 @@ class PodStore:
     def get(self, namespace: str, name: str) -> PodSummary | None:
         return self._by_key.get((namespace, name))
 
+    def snapshot(self) -> tuple[PodSummary, ...]:
+        """Every pod, as of one moment."""
+        snap = self._all
+        if snap is None:
+            with self._lock:
+                snap = self._all
+                if snap is None:
+                    snap = self._all = tuple(self._by_key.values())
+        return snap
+
     def all(self) -> list[PodSummary]:
-        return list(self._by_key.values())
+        return list(self.snapshot())
 
     def namespaces(self) -> list[str]:
-        return list(self._by_namespace)
+        with self._lock:
+            return list(self._by_namespace)
+
+    def in_namespace(self, namespace: str) -> tuple[PodSummary, ...]:
+        """The pods of one namespace, as of one moment."""
+        snap = self._groups.get(namespace)
+        if snap is None:
+            with self._lock:
+                snap = self._groups.get(namespace)
+                if snap is None:
+                    group = self._by_namespace.get(namespace)
+                    snap = tuple(group.values()) if group else ()
+                    if group:
+                        self._groups[namespace] = snap
+        return snap
 
     def by_namespace(self, namespace: str | None = None) -> Iterator[PodSummary]:
         """The pods of one namespace, or (None) of every namespace grouped by namespace."""
-        groups = self._by_namespace
         if namespace is not None:
-            yield from list(groups.get(namespace, {}).values())
+            yield from self.in_namespace(namespace)
             return
-        for pods in list(groups.values()):
-            yield from list(pods.values())
+        for name in self.namespaces():
+            yield from self.in_namespace(name)
 
     # -- writes (the informer's thread) ------------------------------------------------------------
 
@@ -167,34 +231,35 @@ class PodStore:
             by_namespace.setdefault(summary.namespace, {})[summary.name] = summary
         with self._lock:
             self._by_key, self._by_namespace = by_key, by_namespace
+            self._all, self._groups = None, {}
 
     def upsert(self, obj: PodSummary) -> PodSummary | None:
+        namespace = obj.namespace
         with self._lock:
-            old = self._by_key.get(obj.key)
-            by_key = dict(self._by_key)
-            by_key[obj.key] = obj
-            group = dict(self._by_namespace.get(obj.namespace, {}))
+            key = (namespace, obj.name)
+            old = self._by_key.get(key)
+            self._by_key[key] = obj
+            group = self._by_namespace.get(namespace)
+            if group is None:
+                group = self._by_namespace[namespace] = {}
             group[obj.name] = obj
-            self._by_key = by_key
-            self._by_namespace = {**self._by_namespace, obj.namespace: group}
-            return old
+            self._all = None
+            self._groups.pop(namespace, None)
+        return old
 
     def delete(self, namespace: str, name: str) -> PodSummary | None:
         with self._lock:
-            old = self._by_key.get((namespace, name))
+            old = self._by_key.pop((namespace, name), None)
             if old is None:
                 return None
-            by_key = dict(self._by_key)
-            del by_key[(namespace, name)]
-            group = dict(self._by_namespace.get(namespace, {}))
-            group.pop(name, None)
-            by_namespace = dict(self._by_namespace)
-            if group:
-                by_namespace[namespace] = group
-            else:
-                by_namespace.pop(namespace, None)
-            self._by_key, self._by_namespace = by_key, by_namespace
-            return old
+            group = self._by_namespace.get(namespace)
+            if group is not None:
+                group.pop(name, None)
+                if not group:
+                    del self._by_namespace[namespace]
+            self._all = None
+            self._groups.pop(namespace, None)
+        return old
 
 
 class PodInformer:
@@ -258,8 +323,8 @@ def _owner(refs: Any) -> OwnerRef | None:
     chosen = next((r for r in refs if r.get("controller") is True), refs[0] if refs else None)
     if chosen is None:
         return None
-    return OwnerRef(sys.intern(_text(chosen.get("apiVersion"))), sys.intern(_text(chosen.get("kind"))),
-                    sys.intern(_text(chosen.get("name"))), chosen.get("controller") is True)
+    return _share(OwnerRef(sys.intern(_text(chosen.get("apiVersion"))), sys.intern(_text(chosen.get("kind"))),
+                           _text(chosen.get("name")), chosen.get("controller") is True), _OWNERS)
 
 
 def _ready(conditions: Any) -> bool:

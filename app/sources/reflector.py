@@ -284,10 +284,16 @@ class Reflector(Generic[T]):
                 raise _StreamError(f"LIST answer is not JSON: {exc}") from exc
             finally:
                 response.release_conn()
+            # The raw bytes and the decoded page are dropped before the next page is asked for: only the
+            # decoded objects stay, so a LIST of many pages never holds more than one page at a time.
+            del response
             if not isinstance(page, dict):
                 raise _StreamError(f"LIST answered {type(page).__name__}, not a list object")
-            items.extend(item for item in map(self._decode, page.get("items") or []) if item is not None)
+            raw_items = page.pop("items", None) or []
             metadata = page.get("metadata") or {}
+            del page
+            items.extend(item for item in map(self._decode, raw_items) if item is not None)
+            del raw_items
             continue_token = metadata.get("continue") or None
             if continue_token is None:
                 break
