@@ -63,11 +63,9 @@ def create_app(state: ServiceState) -> FastAPI:
     """The HTTPS webhook: POST /mutate and POST /validate."""
     app = FastAPI(title="skill-webhook", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.post("/mutate")
     async def mutate(request: Request) -> Response:
         return await _admission(request, state, "mutate", lambda r: review_pod(r, state.index, state.mutation))
 
-    @app.post("/validate")
     async def validate(request: Request) -> Response:
         started = time.perf_counter()
         body = await _read_body(request, state, "validate")
@@ -83,6 +81,12 @@ def create_app(state: ServiceState) -> FastAPI:
                 started,
             )
         return _dry_run_report(documents, state)
+
+    # Plain Starlette routes on the FastAPI app: the handlers take the request and build their own
+    # response, so FastAPI's per-request dependency solving and response validation would be pure cost
+    # on the path of every pod creation.
+    app.add_route("/mutate", mutate, methods=["POST"])
+    app.add_route("/validate", validate, methods=["POST"])
 
     return app
 
