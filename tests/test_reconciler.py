@@ -281,7 +281,7 @@ def test_an_invalid_agentruntime_is_never_rolled(cluster: Harness) -> None:
 # -- with the Pod informer's compact records -------------------------------------------------------
 
 
-def test_passes_over_the_pod_informer_rejudge_only_what_changed(cluster: Harness) -> None:
+def test_passes_over_the_pod_informer_judge_only_what_changed(cluster: Harness) -> None:
     from app.sources.pods import PodInformer
 
     cluster.runtime("writer", "web", [V1], annotations=EVICT)
@@ -290,21 +290,35 @@ def test_passes_over_the_pod_informer_rejudge_only_what_changed(cluster: Harness
     cluster.server.create_pod(pod("api-5c4b-p0", "team-b", owner=("ReplicaSet", "api-5c4b"),
                                   labels={"pod-template-hash": "5c4b", DEFAULT_DOMAIN.type_label: "agent"}))
     informer = PodInformer(cluster.api, DEFAULT_DOMAIN, backoff_initial=0.05, backoff_max=0.5)
+    # As serve wires it: the store itself, and both listeners.
+    reconciler = Reconciler(ReconcilerConfig(mode="evict", retry_initial=0.5), cluster.index, informer.store,
+                            pods_synced=informer.synced.is_set, core_api=cluster.core, metrics=cluster.metrics,
+                            notified=True)
+    informer.add_listener(reconciler.notify)
+    cluster.index.add_listener(reconciler.notify_runtimes)
     informer.start()
     try:
         assert informer.synced.wait(5)
         assert wait_until(lambda: len(informer.store) == 3)
-        reconciler = Reconciler(ReconcilerConfig(mode="evict", retry_initial=0.5), cluster.index, informer.store.all,
-                                pods_synced=informer.synced.is_set, core_api=cluster.core, metrics=cluster.metrics)
         assert reconciler.run_once() == []
-        first = dict(reconciler._judged)
+        assert reconciler.judgments == 3
         reconciler.run_once()
-        assert all(reconciler._judged[k] is v for k, v in first.items())  # nothing changed: nothing re-judged
+        assert reconciler.judgments == 3  # nothing changed: nothing judged
+        # A heartbeat that changes nothing judged costs no judgment; a Ready flip costs one.
+        heartbeat = cluster.server.get("team-b", "api-5c4b-p0", "pods")
+        heartbeat["metadata"].setdefault("annotations", {})["example.com/heartbeat"] = "1"
+        version = cluster.server.update(heartbeat, "pods")["metadata"]["resourceVersion"]
+        assert wait_until(lambda: informer.store.get("team-b", "api-5c4b-p0").resource_version == version)
+        reconciler.run_once()
+        assert reconciler.judgments == 3
+        cluster.server.set_ready("team-b", "api-5c4b-p0", False)
+        assert wait_until(lambda: not informer.store.get("team-b", "api-5c4b-p0").ready)
+        reconciler.run_once()
+        assert reconciler.judgments == 4
         cluster.runtime("writer", "web", [V2], annotations=EVICT)
         assert {v.pod for v in reconciler.run_once()} == {"web-7d9f-p0", "web-7d9f-p1"}
         # Only the namespace whose AgentRuntimes changed was judged again.
-        assert [k for k, v in reconciler._judged.items() if first.get(k) is v] == [
-            k for k in first if k[0] == "team-b"]
+        assert reconciler.judgments == 6
         roll(cluster, reconciler, lambda: cluster.gauge("writer") is None and len(cluster.server.evictions) == 2,
              check=lambda: assert_at_most_one_down(cluster))
         assert sorted(cluster.server.evictions) == [(NS, "web-7d9f-p0"), (NS, "web-7d9f-p1")]

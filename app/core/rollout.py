@@ -23,40 +23,42 @@ class PodFacts(NamedTuple):
     uid: str
     ready: bool
     deleting: bool
-    controller: dict[str, Any] | None
+    # (apiVersion, kind, name, ...) of the controller owner reference; None without one.
+    controller: tuple[Any, ...] | None
 
 
 def pod_facts(pod: Any) -> PodFacts:
-    """What the reconciler reads of a pod: a pod dict, or a compact informer record (`as_pod()`, with
-    `ready` and `deleting` attributes)."""
-    obj = pod if isinstance(pod, dict) else pod.as_pod()
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    ready = getattr(pod, "ready", None)
-    if ready is None:
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    deleting = getattr(pod, "deleting", None)
-    if deleting is None:
-        deleting = bool(metadata.get("deletionTimestamp"))
-    owner = controller_owner(obj)
+    """What the reconciler reads of a pod: a pod dict, or a compact informer record (with `namespace`,
+    `name`, `uid`, `ready`, `deleting` and an `owner` tuple (apiVersion, kind, name, controller)), read
+    without building a pod dict."""
+    if not isinstance(pod, dict):
+        owner = pod.owner
+        return PodFacts(pod.namespace, pod.name, pod.uid, bool(pod.ready), bool(pod.deleting),
+                        owner if owner is not None and owner[3] is True else None)
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    owner = controller_owner(pod)
+    controller = None
+    if owner is not None and owner.get("controller") is True:
+        controller = (str(owner.get("apiVersion") or ""), owner.get("kind"), owner.get("name"), True)
     return PodFacts(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""),
-                    str(metadata.get("uid") or ""), bool(ready), bool(deleting),
-                    owner if owner is not None and owner.get("controller") is True else None)
+                    str(metadata.get("uid") or ""), ready, bool(metadata.get("deletionTimestamp")), controller)
 
 
-def pod_key(pod: Any) -> tuple[str, str, str]:
-    """(namespace, name, uid) without building the pod dict of a compact record."""
+def pod_key(pod: Any) -> tuple[str, str]:
+    """(namespace, name) without building the pod dict of a compact record."""
     if isinstance(pod, dict):
         metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""), str(metadata.get("uid") or ""))
-    return (pod.namespace, pod.name, pod.uid)
+        return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+    return (pod.namespace, pod.name)
 
 
 def evictable(facts: PodFacts) -> bool:
     owner = facts.controller
     if owner is None:
         return False
-    return (api_group(str(owner.get("apiVersion") or "")), owner.get("kind")) in EVICTABLE_CONTROLLERS
+    return (api_group(str(owner[0] or "")), owner[1]) in EVICTABLE_CONTROLLERS
 
 
 def roll_hint(runtime: AgentRuntime) -> str:

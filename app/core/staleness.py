@@ -69,7 +69,7 @@ class StalenessOptions:
                    image_volumes=getattr(mutation, "image_volumes", True), references=references)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Staleness:
     """The verdict on one pod, with what differs in words (`blog-writer: ghcr.io/a:v1 -> ghcr.io/a:v2`)."""
 
@@ -99,22 +99,32 @@ def expected_skills(runtime: AgentRuntime | None, options: StalenessOptions) -> 
 
 class FingerprintMemo:
     """Expected skills and fingerprint per AgentRuntime object, so that judging the thousand pods of one
-    AgentRuntime hashes its skills once. Keyed by identity: the index replaces an object on every change."""
+    AgentRuntime hashes its skills once. Keyed by identity (the index replaces an object on every
+    change) and checked against the references to inject (digest pinning moves them without the object
+    changing), so an entry is never out of date; `prune` drops the entries of replaced objects."""
 
     def __init__(self) -> None:
-        self._by_id: dict[int, tuple[AgentRuntime, tuple[InjectedSkill, ...], str]] = {}
+        self._by_id: dict[int, tuple[AgentRuntime, Mapping[str, str] | None, tuple[InjectedSkill, ...], str]] = {}
 
     def get(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[tuple[InjectedSkill, ...], str]:
+        references = options.references(runtime) if options.references is not None and runtime.spec.skills else None
         hit = self._by_id.get(id(runtime))
-        if hit is not None and hit[0] is runtime:
-            return hit[1], hit[2]
-        skills = expected_skills(runtime, options)
+        if hit is not None and hit[0] is runtime and hit[1] == references:
+            return hit[2], hit[3]
+        skills = injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()
         fingerprint = skills_fingerprint(skills) if skills else ""
-        self._by_id[id(runtime)] = (runtime, skills, fingerprint)
+        self._by_id[id(runtime)] = (runtime, references, skills, fingerprint)
         return skills, fingerprint
+
+    def prune(self, current: Callable[[AgentRuntime], bool]) -> None:
+        """Keep only the entries whose AgentRuntime `current` says is still the live object."""
+        self._by_id = {k: v for k, v in self._by_id.items() if current(v[0])}
 
     def clear(self) -> None:
         self._by_id.clear()
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
 
 def pod_staleness(

@@ -4,14 +4,18 @@ Pods get skills only when they are created; after an AgentRuntime changes, its r
 set. This thread finds them (`app.core.staleness`), publishes `skill_webhook_stale_pods`, tells the
 AgentRuntime's owners with one Kubernetes Event per `event_interval`, and, in evict mode and for
 AgentRuntimes annotated `<domain>/skills-rollout: evict`, rolls the pods through the Eviction API, one
-pod per workload at a time. It never writes a workload object: rewriting a Deployment's template is
-what made GitOps tools report drift.
+pod per workload at a time (`reconciler_rollout`). It never writes a workload object: rewriting a
+Deployment's template is what made GitOps tools report drift.
 
-Cost: the thread wakes every `debounce` seconds, not per pod event, and re-judges only pods whose record
-changed or whose namespace's AgentRuntimes changed (identity comparisons), in chunks between which it
-yields the GIL, so a churn of 50 pod events/s among 10,000 pods costs the admission threads little.
-Every `full_every` seconds it re-judges everything, which also picks up digests the resolver moved.
-Events and evictions are the leader's alone; every replica keeps its gauge.
+Cost, over the Pod informer's store (`notified`): a pass costs what changed, not what is cached. The
+store's listener records the keys of changed pods (a status heartbeat that changes nothing judged is
+dropped there); an index change re-judges the namespaces whose AgentRuntimes changed; the verdicts, the
+stale pods and the gauge are updated in place (`reconciler_pods`). While nothing changes the thread
+sleeps until time-based work is due. Every `full_every` seconds a sweep re-checks every pod, which picks
+up digests the resolver moved; it reuses a verdict whose pod, AgentRuntime and expected fingerprint are
+unchanged, and, like any backlog, runs in slices of a few milliseconds with real sleeps between them, so
+the admission threads get the GIL back. Events and rollouts wait for a whole view, never a half-judged
+one. Events and evictions are the leader's alone; every replica keeps its gauge.
 """
 
 from __future__ import annotations
@@ -24,29 +28,27 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal
 
-from kubernetes.client.exceptions import ApiException
-
 from app.core.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core.rollout import PodFacts, evictable, pod_facts, pod_key, roll_hint
+from app.core.rollout import pod_facts, pod_key, roll_hint
 from app.core.staleness import FingerprintMemo, Staleness, StalenessOptions, pod_staleness
 
 from .metrics import WebhookMetrics
+from .reconciler_pods import Judged, JudgedPods, PodKey, RuntimeKey
+from .reconciler_rollout import BLOCKED, EVICTED, FAILED, GONE, REASON_BLOCKED, ROLLOUT_EVICT, Rollouts, describe
 
 log = logging.getLogger("skill_webhook.reconciler")
 
 COMPONENT = "skill-webhook"
 REASON_CHANGED = "SkillsChanged"
-REASON_BLOCKED = "RolloutBlocked"
-ROLLOUT_EVICT = "evict"
+
+__all__ = ["BLOCKED", "COMPONENT", "EVICTED", "FAILED", "GONE", "REASON_BLOCKED", "REASON_CHANGED", "ROLLOUT_EVICT",
+           "Reconciler", "ReconcilerConfig"]
 
 # Without changes, a pass that waits on time (a replacement's timeout, a backoff, a held-back Event)
 # comes this often.
 IDLE_RECHECK = 2.0
-
-# skill_webhook_evictions_total{result}
-EVICTED, BLOCKED, GONE, FAILED = "evicted", "blocked", "gone", "error"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,11 @@ class ReconcilerConfig:
     identity: str = ""
     debounce: float = 0.5
     full_every: float = 30.0
+    # A slice of a backlog or a sweep judges at most `chunk` pods and stops after `slice_seconds`; the
+    # thread then sleeps `pause`, during which the admission threads have the GIL to themselves.
     chunk: int = 500
+    slice_seconds: float = 0.004
+    pause: float = 0.02
     # After a refused (429) or failed eviction the workload's rollout waits this long, doubling up to
     # retry_max: a disruption budget stays unhappy for a while, asking every second changes nothing.
     retry_initial: float = 10.0
@@ -67,42 +73,23 @@ class ReconcilerConfig:
 
 
 @dataclass
-class _Judged:
-    pod: Any  # the object judged; the same object next time means the pod did not change
-    facts: PodFacts
-    verdict: Staleness
-
-
-@dataclass
-class _Rollout:
-    """One workload's rolling eviction (keyed by its AgentRuntime: one AgentRuntime per workload)."""
-
-    evicted_uid: str = ""
-    evicted_name: str = ""
-    evicted_at: float = 0.0
-    # uids of the workload's pods when the last eviction was made: a pod not among them is a replacement.
-    before: frozenset[str] = frozenset()
-    waiting_since: float | None = None  # when the gate first found a pod of the workload terminating
-    retry_at: float = 0.0
-    failures: int = 0
-    blocked: bool = False
-
-
-@dataclass
 class _Reported:
     last_event: float | None = None
     uids: frozenset[str] = frozenset()
-    last_blocked_event: float | None = None
 
 
 class Reconciler:
-    """The loop; `run_once()` is one pass (tests call it directly), `start()` runs passes on a thread."""
+    """The loop; `run_once()` is one whole pass (tests call it directly), `start()` runs passes on a thread.
+
+    `pods` is the Pod informer's store (`get`, `in_namespace`, `all`: passes are incremental when
+    `notified`), or any callable returning the pods (each pass then walks them all, re-judging the ones
+    whose object changed)."""
 
     def __init__(
         self,
         config: ReconcilerConfig,
         index: AgentRuntimeIndex,
-        pods: Callable[[], Iterable[Any]],
+        pods: Callable[[], Iterable[Any]] | Any,
         *,
         pods_synced: Callable[[], bool],
         core_api: Any,
@@ -112,28 +99,42 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         notified: bool = False,
     ) -> None:
-        """`notified`: the pod store and the index call `notify()` on every change, so the thread may
-        skip passes while nothing changed (without it, it judges on every tick)."""
+        """`notified`: the pod store's Reflector calls `notify(old, new)` on every pod change and the index
+        calls `notify_runtimes()` on every change, so the thread may sleep while nothing changes and judge
+        only what did (without it, it judges on every tick)."""
         self.config = config
         self.index = index
-        self._pods = pods
+        store = pods if all(hasattr(pods, a) for a in ("get", "in_namespace", "all")) else None
+        self._store = store
+        self._pods: Callable[[], Iterable[Any]] = store.all if store is not None else pods
         self._pods_synced = pods_synced
         self._core = core_api
         self._metrics = metrics
         self._staleness = staleness if staleness is not None else StalenessOptions(domain=config.domain)
         self._is_leader = is_leader
         self._clock = clock
-        self._judged: dict[tuple[str, str, str], _Judged] = {}
-        self._runtimes: dict[tuple[str, str], AgentRuntime] = {}
-        self._memo = FingerprintMemo()
-        self._last_full = -float("inf")
-        self._gauge: dict[tuple[str, str], int] = {}
-        self._blocked_gauge: set[tuple[str, str]] = set()
-        self._reported: dict[tuple[str, str], _Reported] = {}
-        self._rollouts: dict[tuple[str, str], _Rollout] = {}
-        self._was_leader = False
         self._notified = notified
+        self._incremental = notified and store is not None
+        self._state = JudgedPods()
+        self._memo = FingerprintMemo()
+        self._shape: tuple[Any, ...] | None = None
+        # Pods judged in full so far (a verdict reused by a sweep is not counted): what a pass cost.
+        self.judgments = 0
+        self._dirty: set[PodKey] = set()
+        self._dirty_lock = threading.Lock()
+        self._backlog: dict[PodKey, None] = {}  # changed pods not judged yet (an ordered set)
+        self._sweep: list[PodKey] | None = None
+        self._sweep_at = 0
+        self._complete = False  # every pod has been judged once
+        self._last_full = -float("inf")
+        self._runtimes: dict[RuntimeKey, AgentRuntime] = {}
         self._runtimes_dirty = True
+        self._published: dict[tuple[str, str], int] = {}
+        self._reported: dict[RuntimeKey, _Reported] = {}
+        self._report_due: set[RuntimeKey] = set()
+        self._held: set[RuntimeKey] = set()  # an Event held back by event_interval
+        self._rollouts = Rollouts(config, core_api, metrics, is_leader, self._emit)
+        self._was_leader = False
         self._pending = False  # a rollout in flight or an Event held back: pass again even if nothing changes
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -154,128 +155,254 @@ class Reconciler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
-    def notify(self, *_: Any) -> None:
-        """Something changed (an index or Reflector listener; must return fast): the next tick judges."""
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def notify(self, old: Any = None, new: Any = None) -> None:
+        """A pod changed (the Reflector's listener, on its thread: O(1)), or, without arguments, anything
+        else worth a pass (a new leader)."""
+        if old is not None or new is not None:
+            if old is not None and new is not None and _same(old, new):
+                return  # nothing that is judged changed: no pass for it
+            key = pod_key(new if new is not None else old)
+            with self._dirty_lock:
+                self._dirty.add(key)
         self._wake.set()
-
-    def _due(self, now: float, last_pass: float) -> bool:
-        if not self._notified or self._wake.is_set() or now - self._last_full >= self.config.full_every:
-            return True
-        # Waiting for a replacement, a backoff or a held-back Event: time alone can move those on.
-        return self._pending and now - last_pass >= IDLE_RECHECK
-
-    def _run(self) -> None:
-        last_pass = -float("inf")
-        while not self._stopping.is_set():
-            started = self._clock()
-            try:
-                if self._pods_synced() and self.index.synced.is_set() and self._due(started, last_pass):
-                    self._wake.clear()  # changes during the pass wake the next one
-                    self.run_once()
-                    last_pass = started
-            except Exception:  # noqa: BLE001 - the thread must survive anything; the next pass retries
-                log.exception("reconciler pass failed")
-            # At most one pass per debounce period, however many pod events arrive.
-            self._stopping.wait(max(0.0, self.config.debounce - (self._clock() - started)))
-        log.info("reconciler stopped")
-
-    # -- one pass ------------------------------------------------------------------------------------
-
-    def run_once(self) -> list[Staleness]:
-        """Judge the pods (incrementally), publish the gauge, and as leader write Events and evict.
-        Returns the stale verdicts."""
-        now = self._clock()
-        options = self._staleness() if callable(self._staleness) else self._staleness
-        changed = self._changed_namespaces()
-        full = now - self._last_full >= self.config.full_every
-        if full:
-            self._last_full = now
-            self._memo = FingerprintMemo()
-        judged: dict[tuple[str, str, str], _Judged] = {}
-        for count, pod in enumerate(list(self._pods()), start=1):
-            key = pod_key(pod)
-            previous = None if full else self._judged.get(key)
-            if previous is not None and previous.pod is pod and key[0] not in changed:
-                judged[key] = previous
-            else:
-                judged[key] = _Judged(pod, pod_facts(pod), pod_staleness(pod, self.index, options, self._memo))
-            if count % self.config.chunk == 0:
-                time.sleep(0)  # let the admission threads have the GIL between chunks
-        self._judged = judged
-        stale = [j for j in judged.values() if j.verdict.stale and not j.facts.deleting]
-        self._publish_gauge(stale)
-        leader = self._is_leader()
-        if leader != self._was_leader:
-            # A new leader starts its rollouts from what it sees, not from a predecessor's memory.
-            self._rollouts.clear()
-            self._was_leader = leader
-        self._pending = False
-        if leader:
-            self._report(stale, now)
-            if self.config.mode == "evict":
-                self._evict(judged, stale, now)
-                self._pending = self._pending or bool(self._rollouts)
-        return [j.verdict for j in stale]
 
     def notify_runtimes(self, *_: Any) -> None:
         """The index changed (its listener): namespaces are compared again at the next pass."""
         self._runtimes_dirty = True
         self._wake.set()
 
+    def _idle_timeout(self, now: float, last_pass: float) -> float:
+        """How long the thread may sleep without a change: until the next sweep, or a time-based recheck."""
+        until = self._last_full + self.config.full_every - now
+        if self._pending:
+            until = min(until, last_pass + IDLE_RECHECK - now)
+        return max(0.0, until)
+
+    def _run(self) -> None:
+        last_pass, more = -float("inf"), False
+        while not self._stopping.is_set():
+            if not (self._pods_synced() and self.index.synced.is_set()):
+                self._stopping.wait(self.config.debounce)
+                continue
+            if more:
+                self._stopping.wait(self.config.pause)  # a real sleep between slices
+            else:
+                if self._notified:
+                    self._wake.wait(self._idle_timeout(self._clock(), last_pass))
+                # At most one pass per debounce period, however many pod events arrive.
+                self._stopping.wait(max(0.0, last_pass + self.config.debounce - self._clock()))
+            if self._stopping.is_set():
+                break
+            started = self._clock()
+            self._wake.clear()  # changes during the pass wake the next one
+            try:
+                more = self._step(self.config.slice_seconds)
+            except Exception:  # noqa: BLE001 - the thread must survive anything; the next pass retries
+                log.exception("reconciler pass failed")
+                more = False
+            if not more:
+                last_pass = started
+        log.info("reconciler stopped")
+
+    # -- one pass ------------------------------------------------------------------------------------
+
+    def run_once(self) -> list[Staleness]:
+        """One whole pass: judge what changed (everything, the first time or when a sweep is due),
+        publish the gauge, and as leader write Events and evict. Returns the stale verdicts."""
+        while self._step(None):
+            pass
+        return [j.verdict for j in self._state.all_stale()]
+
+    def _step(self, budget: float | None) -> bool:
+        """Judge for at most `budget` seconds (None: until done); True when work is left for the next."""
+        now = self._clock()
+        options = self._staleness() if callable(self._staleness) else self._staleness
+        shape = (options.domain, options.image_volumes, options.trust_recorded_digests, options.references is None)
+        if shape != self._shape:  # judged differently from now on: every verdict is made again
+            self._shape, self._memo, self._complete, self._sweep = shape, FingerprintMemo(), False, None
+            self._last_full = -float("inf")
+        if not self._incremental:
+            self._whole_pass(now, options)
+        elif not self._judge_changes(now, options, None if budget is None else time.perf_counter() + budget):
+            return True
+        self._publish(now)
+        return False
+
+    def _whole_pass(self, now: float, options: StalenessOptions) -> None:
+        changed = self._changed_namespaces()
+        full = now - self._last_full >= self.config.full_every
+        if full:
+            self._last_full = now
+            self._prune_memo()
+        seen: set[PodKey] = set()
+        for pod in list(self._pods()):
+            key = pod_key(pod)
+            seen.add(key)
+            previous = self._state.get(key)
+            if full or previous is None or previous.pod is not pod or key[0] in changed:
+                self._judge(key, pod, options)
+        for key in self._state.keys():
+            if key not in seen:
+                self._state.put(key, None)
+        self._complete = True
+
+    def _judge_changes(self, now: float, options: StalenessOptions, deadline: float | None) -> bool:
+        """The incremental pass over the store; False when it stopped at `deadline` with work left."""
+        store = self._store
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        first = False
+        if self._sweep is None and now - self._last_full >= self.config.full_every:
+            first = not self._complete
+            self._start_sweep(now)
+        self._backlog.update(dict.fromkeys(dirty))
+        for namespace in self._changed_namespaces():
+            self._backlog.update(dict.fromkeys(p.key for p in store.in_namespace(namespace)))
+            self._backlog.update(dict.fromkeys(self._state.in_namespace(namespace)))
+        if first:
+            self._backlog.clear()  # the first sweep judges every pod anyway
+        done = 0
+        while self._backlog:
+            if deadline is not None and _over(done, deadline, self.config.chunk):
+                return False
+            key, _ = self._backlog.popitem()
+            self._judge_key(key, options, reuse=False)
+            done += 1
+        sweep = self._sweep
+        while sweep is not None and self._sweep_at < len(sweep):
+            if deadline is not None and _over(done, deadline, self.config.chunk):
+                return False
+            self._judge_key(sweep[self._sweep_at], options, reuse=self._complete)
+            self._sweep_at += 1
+            done += 1
+        self._sweep, self._complete = None, True
+        return True
+
+    def _start_sweep(self, now: float) -> None:
+        self._last_full = now
+        self._runtimes_dirty = True  # the index is compared in full too: a missed change cannot last
+        self._prune_memo()
+        keys = [p.key for p in self._store.snapshot()] if hasattr(self._store, "snapshot") else \
+            [pod_key(p) for p in self._store.all()]
+        listed = set(keys)
+        keys += [key for key in self._state.keys() if key not in listed]  # gone meanwhile: forgotten
+        self._sweep, self._sweep_at = keys, 0
+
+    def _judge_key(self, key: PodKey, options: StalenessOptions, *, reuse: bool) -> None:
+        pod = self._store.get(*key)
+        if pod is None:
+            self._state.put(key, None)
+            return
+        previous = self._state.get(key)
+        if reuse and previous is not None and self._unchanged(previous, pod, options):
+            return
+        self._judge(key, pod, options)
+
+    def _unchanged(self, previous: Judged, pod: Any, options: StalenessOptions) -> bool:
+        """Whether a sweep may keep `previous`: the same pod, its AgentRuntime still the live object (a
+        change of the index re-judges the namespace anyway) and the same expected fingerprint (a digest
+        the resolver moved changes it)."""
+        if previous.pod is not pod and not _same(previous.pod, pod):
+            return False
+        verdict = previous.verdict
+        runtime = verdict.runtime
+        if runtime is None or self.index.get(*runtime.key) is not runtime:
+            return False
+        if verdict.problems:
+            return True
+        return self._memo.get(runtime, options)[1] == verdict.expected_fingerprint
+
+    def _judge(self, key: PodKey, pod: Any, options: StalenessOptions) -> None:
+        self.judgments += 1
+        self._state.put(key, Judged(pod, pod_facts(pod), pod_staleness(pod, self.index, options, self._memo)))
+
+    def _prune_memo(self) -> None:
+        self._memo.prune(lambda runtime: self.index.get(*runtime.key) is runtime)
+
     def _changed_namespaces(self) -> set[str]:
         if self._notified and not self._runtimes_dirty:
             return set()
         self._runtimes_dirty = False
-        current = {(r.metadata.namespace, r.metadata.name): r for r in self.index.all()}
-        previous, self._runtimes = self._runtimes, current
-        changed = {key[0] for key, runtime in current.items() if previous.get(key) is not runtime}
-        changed.update(key[0] for key in previous if key not in current)
-        if changed:
-            self._memo = FingerprintMemo()
+        previous, current = self._runtimes, {}
+        changed: set[str] = set()
+        for runtime in self.index.all():
+            key = runtime.key
+            current[key] = runtime
+            if previous.get(key) is not runtime:
+                changed.add(key[0])
+        changed.update(key[0] for key in previous.keys() - current.keys())
+        self._runtimes = current
+        if len(self._memo) > 2 * len(current) + 100:
+            self._prune_memo()
         return changed
 
-    # -- report --------------------------------------------------------------------------------------
+    # -- publish and report --------------------------------------------------------------------------
 
-    def _publish_gauge(self, stale: list[_Judged]) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for j in stale:
-            label = (j.facts.namespace, j.verdict.agent_runtime)
-            counts[label] = counts.get(label, 0) + 1
+    def _publish(self, now: float) -> None:
+        self._publish_gauge()
+        leader = self._is_leader()
+        if leader != self._was_leader:
+            self._rollouts.clear()
+            self._was_leader = leader
+            if leader:  # a new leader reports what it sees
+                self._report_due.update(self._state.stale_runtimes(), self._reported)
+        moved = self._state.take_runtimes()
+        self._pending = False
+        if not leader:
+            return
+        self._report_due.update(moved)
+        self._report(now)
+        if self.config.mode == "evict":
+            self._rollouts.step(self._state, now)
+            self._pending = self._pending or bool(self._rollouts)
+
+    def _publish_gauge(self) -> None:
         gauge = self._metrics.stale_pods
-        for label in self._gauge.keys() - counts.keys():
-            try:
-                gauge.remove(*label)
-            except KeyError:
-                pass
-        for label, value in counts.items():
-            if self._gauge.get(label) != value:
+        for label in self._state.take_labels():
+            value = self._state.counts.get(label, 0)
+            if self._published.get(label, 0) == value:
+                continue
+            if value:
                 gauge.labels(*label).set(value)
-        self._gauge = counts
+                self._published[label] = value
+            else:
+                self._published.pop(label, None)
+                try:
+                    gauge.remove(*label)
+                except KeyError:
+                    pass
 
-    def _report(self, stale: list[_Judged], now: float) -> None:
-        by_runtime: dict[tuple[str, str], list[_Judged]] = {}
-        for j in stale:
-            runtime = j.verdict.runtime
-            if runtime is not None:  # a deleted AgentRuntime has nothing to attach an Event to
-                by_runtime.setdefault(runtime.key, []).append(j)
-        for key in list(self._reported):
-            if key not in by_runtime:
-                self._reported[key].uids = frozenset()
-        for key, pods in by_runtime.items():
-            runtime = self._runtimes.get(key) or pods[0].verdict.runtime
-            state = self._reported.setdefault(key, _Reported())
+    def _report(self, now: float) -> None:
+        due, self._report_due = self._report_due | self._held, set()
+        self._held = set()
+        for key in due:
+            pods = self._state.stale_of(key)
+            state = self._reported.get(key)
+            if not pods:
+                if state is not None:
+                    state.uids = frozenset()
+                continue
+            state = state if state is not None else self._reported.setdefault(key, _Reported())
             uids = frozenset(j.facts.uid for j in pods)
             if uids <= state.uids:
                 continue  # these pods were reported already
             if state.last_event is not None and now - state.last_event < self.config.event_interval:
+                self._held.add(key)
                 self._pending = True
                 continue  # reported within the interval: the next Event waits
+            runtime = self.index.get(*key) or pods[0].verdict.runtime
             if self._emit(runtime, REASON_CHANGED, "Normal", self._changed_message(runtime, pods)):
                 state.last_event, state.uids = now, uids
+            else:
+                self._report_due.add(key)  # tried again at the next pass
 
-    def _changed_message(self, runtime: AgentRuntime, pods: list[_Judged]) -> str:
+    def _changed_message(self, runtime: AgentRuntime, pods: list[Judged]) -> str:
         namespace = runtime.metadata.namespace
-        sample = pods[0].verdict.differences[:3]
+        sample = min(pods, key=lambda j: j.facts.name).verdict.differences[:3]
         return (
             f"{len(pods)} pod(s) run skills that differ from this AgentRuntime now ({'; '.join(sample)}). "
             f"List them: skill-webhook stale -n {namespace}; roll them: {roll_hint(runtime)}"
@@ -305,145 +432,18 @@ class Reconciler:
             self._core.create_namespaced_event(meta.namespace, body, _request_timeout=(5, 10))
         except Exception as err:  # noqa: BLE001 - an Event is best effort; the gauge says the same
             log.warning("cannot write Event %s on AgentRuntime %s/%s: %s", reason, meta.namespace, meta.name,
-                        _describe(err))
+                        describe(err))
             return False
         log.info("event %s on AgentRuntime %s/%s: %s", reason, meta.namespace, meta.name, message,
                  extra={"fields": {"reason": reason, "namespace": meta.namespace, "agentRuntime": meta.name}})
         return True
 
-    # -- evict ---------------------------------------------------------------------------------------
 
-    def _evict(self, judged: dict[tuple[str, str, str], _Judged], stale: list[_Judged], now: float) -> None:
-        candidates: dict[tuple[str, str], list[_Judged]] = {}
-        for j in stale:
-            runtime = j.verdict.runtime
-            if runtime is None or j.verdict.problems or not evictable(j.facts):
-                continue  # reported only: nothing to roll to, or nothing would bring the pod back
-            if runtime.annotation(self.config.domain.skills_rollout) != ROLLOUT_EVICT:
-                continue
-            candidates.setdefault(runtime.key, []).append(j)
-        members: dict[tuple[str, str], list[_Judged]] = {}
-        watched = candidates.keys() | self._rollouts.keys()
-        if watched:
-            for j in judged.values():
-                verdict = j.verdict
-                key = (verdict.namespace, verdict.agent_runtime)
-                if verdict.runtime is not None and key in watched:
-                    members.setdefault(key, []).append(j)
-        for key in list(self._rollouts):
-            rollout = self._rollouts[key]
-            if key in candidates or (rollout.evicted_uid and now - rollout.evicted_at < self.config.rollout_timeout):
-                continue  # still rolling, or its last replacement may still be on its way
-            self._set_blocked(key, False)
-            del self._rollouts[key]
-        for key, pods in candidates.items():
-            rollout = self._rollouts.setdefault(key, _Rollout())
-            if self._may_evict(rollout, members.get(key, []), now):
-                self._evict_one(key, rollout, sorted(pods, key=lambda j: j.facts.name)[0], members.get(key, []), now)
-
-    def _may_evict(self, rollout: _Rollout, members: list[_Judged], now: float) -> bool:
-        if now < rollout.retry_at:
-            return False
-        timeout = self.config.rollout_timeout
-        if rollout.evicted_uid:
-            replaced = any(j.facts.uid not in rollout.before and j.facts.ready and not j.facts.deleting for j in members)
-            if not replaced and now - rollout.evicted_at < timeout:
-                return False
-            if not replaced:
-                log.warning("no Ready replacement for evicted pod %s within %.0fs; going on", rollout.evicted_name,
-                            timeout)
-            rollout.evicted_uid = ""
-        # A pod of the workload still terminating (ours, or one a previous leader evicted) holds the next.
-        if any(j.facts.deleting for j in members):
-            if rollout.waiting_since is None:
-                rollout.waiting_since = now
-            if now - rollout.waiting_since < timeout:
-                return False
-        rollout.waiting_since = None
-        return True
-
-    def _evict_one(self, key: tuple[str, str], rollout: _Rollout, target: _Judged, members: list[_Judged], now: float) -> None:
-        if not self._is_leader():
-            return  # the Lease was lost during this pass
-        facts = target.facts
-        body = {
-            "apiVersion": "policy/v1",
-            "kind": "Eviction",
-            "metadata": {"name": facts.name, "namespace": facts.namespace},
-            # Only the pod that was judged: a StatefulSet's replacement has the same name.
-            "deleteOptions": {"preconditions": {"uid": facts.uid}} if facts.uid else {},
-        }
-        try:
-            self._core.create_namespaced_pod_eviction(facts.name, facts.namespace, body, _request_timeout=(5, 10))
-        except ApiException as err:
-            if err.status == 429:
-                self._count(BLOCKED)
-                self._blocked(key, rollout, target, now, _describe(err))
-            elif err.status == 404:
-                self._count(GONE)  # gone already: nothing to wait for
-            else:
-                self._count(FAILED)
-                self._retry_later(rollout, now)
-                log.warning("evicting pod %s/%s failed: %s", facts.namespace, facts.name, _describe(err))
-            return
-        except Exception as err:  # noqa: BLE001 - connection trouble: try again later
-            self._count(FAILED)
-            self._retry_later(rollout, now)
-            log.warning("evicting pod %s/%s failed: %s", facts.namespace, facts.name, _describe(err))
-            return
-        self._count(EVICTED)
-        rollout.evicted_uid, rollout.evicted_name, rollout.evicted_at = facts.uid, facts.name, now
-        rollout.before = frozenset(j.facts.uid for j in members)
-        rollout.failures = 0
-        self._set_blocked(key, False)
-        log.info("evicted stale pod %s/%s (%s)", facts.namespace, facts.name, "; ".join(target.verdict.differences),
-                 extra={"fields": {"namespace": facts.namespace, "pod": facts.name,
-                                   "agentRuntime": target.verdict.agent_runtime}})
-
-    def _blocked(self, key: tuple[str, str], rollout: _Rollout, target: _Judged, now: float, why: str) -> None:
-        delay = self._retry_later(rollout, now)
-        self._set_blocked(key, True)
-        facts = target.facts
-        log.warning("rollout of AgentRuntime %s/%s blocked evicting %s: %s; retrying in %.0fs",
-                    key[0], key[1], facts.name, why, delay)
-        state = self._reported.setdefault(key, _Reported())
-        runtime = target.verdict.runtime
-        if runtime is not None and (state.last_blocked_event is None
-                                    or now - state.last_blocked_event >= self.config.event_interval):
-            message = (f"evicting stale pod {facts.name} was refused by a PodDisruptionBudget ({why}); "
-                       f"the rollout of this AgentRuntime's pods waits and retries in {delay:.0f}s")
-            if self._emit(runtime, REASON_BLOCKED, "Warning", message):
-                state.last_blocked_event = now
-
-    def _retry_later(self, rollout: _Rollout, now: float) -> float:
-        delay = min(self.config.retry_max, self.config.retry_initial * (2 ** min(rollout.failures, 20)))
-        rollout.failures += 1
-        rollout.retry_at = now + delay
-        return delay
-
-    def _set_blocked(self, key: tuple[str, str], blocked: bool) -> None:
-        gauge = self._metrics.rollouts_blocked
-        if blocked and key not in self._blocked_gauge:
-            gauge.labels(*key).set(1)
-            self._blocked_gauge.add(key)
-        elif not blocked and key in self._blocked_gauge:
-            try:
-                gauge.remove(*key)
-            except KeyError:
-                pass
-            self._blocked_gauge.discard(key)
-
-    def _count(self, result: str) -> None:
-        self._metrics.evictions.labels(result).inc()
+def _same(old: Any, new: Any) -> bool:
+    same_state = getattr(old, "same_state", None)
+    return same_state is not None and type(old) is type(new) and same_state(new)
 
 
-def _describe(err: Exception) -> str:
-    if isinstance(err, ApiException):
-        import json
-
-        try:
-            message = json.loads(err.body).get("message", "") if isinstance(err.body, str) else ""
-        except (ValueError, AttributeError):
-            message = ""
-        return f"HTTP {err.status} {err.reason}" + (f": {message}" if message else "")
-    return f"{type(err).__name__}: {err}"
+def _over(done: int, deadline: float, chunk: int) -> bool:
+    """A slice ends after `chunk` pods or at `deadline` (read every 16 pods: the clock costs too)."""
+    return done >= chunk or (done % 16 == 0 and done > 0 and time.perf_counter() > deadline)

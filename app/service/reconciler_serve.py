@@ -102,7 +102,7 @@ def build_reconciler(settings: Any, state: Any) -> ReconcilerService | None:
         ReconcilerConfig(mode=mode, domain=domain, event_interval=settings.event_interval,
                          rollout_timeout=settings.rollout_timeout, identity=identity),
         state.index,
-        informer.store.all,
+        informer.store,  # incremental passes: the listener below says which pods changed
         pods_synced=informer.synced.is_set,
         core_api=kubernetes.client.CoreV1Api(api_client),
         metrics=metrics,
