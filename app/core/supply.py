@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field, replace
+import sys
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Literal, Mapping, Protocol
 
@@ -193,7 +194,6 @@ class ImageFacts:
     # not_found, unauthorized, timeout, unreachable, server_error, tls, bad_response, invalid
     error_kind: str | None = None
     resolved_at: dt.datetime | None = None
-    annotations: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def unresolved(cls, reference: str) -> "ImageFacts":
@@ -201,7 +201,8 @@ class ImageFacts:
             parsed = parse_reference(reference)
         except InvalidImageReference as exc:
             return cls(reference, "", "", None, error=f"invalid reference: {exc}", error_kind="invalid")
-        return cls(reference, parsed.registry, parsed.repository, parsed.tag, digest=parsed.digest)
+        return cls(reference, intern(parsed.registry), intern(parsed.repository), intern(parsed.tag),
+                   digest=intern(parsed.digest))
 
     @property
     def pinned(self) -> bool:
@@ -228,7 +229,7 @@ class ImageFacts:
 
     def with_error(self, kind: str, text: str, at: dt.datetime) -> "ImageFacts":
         """The same facts (last digest kept) with a failed lookup recorded."""
-        return replace(self, error=text, error_kind=kind, resolved_at=at)
+        return replace(self, error=intern(text), error_kind=intern(kind), resolved_at=at)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -250,12 +251,18 @@ class ImageFacts:
 def skill_metadata(annotations: Mapping[str, str]) -> dict[str, str | None]:
     """ImageFacts fields from manifest annotations (skillimage and agentskills layouts)."""
     return {
-        "title": annotations.get(TITLE),
-        "description": annotations.get(DESCRIPTION),
-        "version": annotations.get(VERSION),
-        "status": annotations.get(SKILLIMAGE_STATUS),
-        "agentskills_name": annotations.get(AGENTSKILLS_NAME),
+        "title": intern(annotations.get(TITLE)),
+        "description": intern(annotations.get(DESCRIPTION)),
+        "version": intern(annotations.get(VERSION)),
+        "status": intern(annotations.get(SKILLIMAGE_STATUS)),
+        "agentskills_name": intern(annotations.get(AGENTSKILLS_NAME)),
     }
+
+
+def intern(value: str | None) -> str | None:
+    """One shared copy of a string many facts repeat (registry, repository, media types, versions,
+    error texts), so 10,000 images of one registry do not hold 10,000 copies of each."""
+    return sys.intern(value) if type(value) is str else value
 
 
 # -- what /mutate reads ---------------------------------------------------------------------------
@@ -267,10 +274,11 @@ class SupplyView(Protocol):
 
 class SupplyCache:
     """An immutable mapping swapped in one assignment: readers never lock and never see half an
-    update; one writer (the resolver) publishes whole new mappings."""
+    update; one writer (the resolver) publishes whole new mappings, a batch of results at a time."""
 
     def __init__(self, initial: Mapping[str, ImageFacts] | None = None) -> None:
-        self._facts: Mapping[str, ImageFacts] = MappingProxyType(dict(initial or {}))
+        self._dict: dict[str, ImageFacts] = dict(initial or {})
+        self._facts: Mapping[str, ImageFacts] = MappingProxyType(self._dict)
 
     def facts(self, reference: str) -> ImageFacts | None:
         return self._facts.get(reference)
@@ -279,13 +287,16 @@ class SupplyCache:
         return self._facts
 
     def publish(self, updates: Mapping[str, ImageFacts], keep: Iterable[str] | None = None) -> None:
-        """Publish `updates` over the current facts; with `keep`, drop every reference not in it."""
-        current = dict(self._facts)
-        if keep is not None:
-            wanted = set(keep)
-            current = {k: v for k, v in current.items() if k in wanted}
+        """Publish `updates` over the current facts; with `keep`, drop every reference not in it.
+
+        One copy of the mapping per call, whatever the number of updates: callers batch them."""
+        if keep is None:
+            current = dict(self._dict)
+        else:
+            wanted = keep if isinstance(keep, (set, frozenset)) else set(keep)
+            current = {k: v for k, v in self._dict.items() if k in wanted}
         current.update(updates)
-        self._facts = MappingProxyType(current)
+        self._dict, self._facts = current, MappingProxyType(current)
 
     def __len__(self) -> int:
         return len(self._facts)

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
 import logging
+import math
+import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -26,6 +30,7 @@ from app.core.supply import (
     choose_platform_entry,
     config_media_type,
     index_entry_mountability,
+    intern,
     is_index,
     manifest_mountability,
     skill_metadata,
@@ -39,7 +44,13 @@ log = logging.getLogger(__name__)
 
 # Failures that say the registry (not one reference) is in trouble: back off from it.
 BACKOFF_KINDS = frozenset({"timeout", "unreachable", "server_error", "tls", "unauthorized"})
-_PUBLISH_EVERY = 0.05
+_PUBLISH_EVERY = 0.5  # results wait at most this long before readers see them...
+_PUBLISH_BATCH = 256  # ...or until this many wait
+_WANTED_GAP = 0.5  # notifications closer together than this share one read of wanted()
+_WANTED_EVERY_MIN = 10.0  # without notifications, wanted() is read again every max(interval, this)
+_DISPATCH_TICK = 0.05  # due re-resolutions are handed out in ticks, at most this often
+_JITTER = 0.1  # each re-resolution lands interval * (1 ± this) after the last one
+_PACE = 2.0  # scheduled re-resolutions run at most this many times the average rate
 
 
 def _noop(*_: Any) -> None:
@@ -92,6 +103,7 @@ async def resolve_image(
     if not verify:
         return replace(facts, signature="off", signature_reason="")
     verdict, reason = await verify_image(client, registry, repository, facts.digest or "", keys)
+    reason = intern(reason)
     if verdict == "unknown" and previous is not None and previous.digest == facts.digest \
             and previous.signature in ("verified", "unverified"):
         # A registry hiccup on the signature tag does not undo what we verified for these bytes.
@@ -114,17 +126,18 @@ async def _describe(client: RegistryClient, base: ImageFacts, registry: str, rep
     else:
         decision = manifest_mountability(manifest.media_type, manifest.document)
         config_type = config_media_type(manifest.document)
+    # Only the fields read from the annotations are kept, and repeated strings are shared: 10,000
+    # images must not hold 10,000 copies of the same media types and annotation mappings.
     return replace(
         base,
-        digest=manifest.digest,
-        media_type=manifest.media_type,
-        config_media_type=config_type,
+        digest=intern(manifest.digest),
+        media_type=intern(manifest.media_type),
+        config_media_type=intern(config_type),
         mountable=decision.mountable,
-        mount_reason=decision.reason,
+        mount_reason=intern(decision.reason),
         error=None,
         error_kind=None,
         resolved_at=_now(),
-        annotations=annotations,
         **skill_metadata(annotations),
     )
 
@@ -133,8 +146,16 @@ class SkillImageResolver:
     """Keeps a SupplyCache of every wanted skill image reference, in the background.
 
     References come from `want()` (added, resolved at once when new) and, when given, from the
-    `wanted` callable (the full set, read every cycle; references no longer wanted are dropped).
-    `notify()` wakes the loop, e.g. from an AgentRuntime index listener."""
+    `wanted` callable (the full set: read when `notify()` is called, e.g. from an AgentRuntime index
+    listener, and at least every `max(interval, 10 s)`; references no longer wanted are dropped).
+
+    The loop holds one scheduler and `concurrency` workers. New and refreshed references go to the
+    front of the work queue; every other re-resolution waits for its own time, `interval` after the
+    last one give or take 10 %, so 10,000 images at 5 min are about 33 lookups a second rather than a
+    burst of 10,000 every 5 minutes, and a re-resolution pace above twice that average is held back.
+    Results reach readers in batches (one mapping swap at most every 0.5 s, or per 256 results), so
+    the work per resolution stays constant whatever the number of images, and the thread sleeps when
+    nothing is due."""
 
     def __init__(
         self,
@@ -163,14 +184,37 @@ class SkillImageResolver:
         self._explicit: set[str] = set()
         self._refresh: set[str] = set()
         self._lock = threading.Lock()  # writers of _explicit/_refresh only; readers of facts never lock
-        self._next_at: dict[str, float] = {}
+        # Everything below belongs to the resolver's loop thread.
+        self._wanted_set: set[str] = set()
+        self._wanted_stale = True  # set by notify() from any thread: read wanted() again
+        self._wanted_read_at = -math.inf
+        self._next_at: dict[str, float] = {}  # wanted, not queued: when to resolve next (inf: never)
+        self._heap: list[tuple[float, str]] = []  # (time, ref); an entry is live while _next_at agrees
+        self._queued: set[str] = set()  # waiting in a work queue or being resolved
+        self._inflight: set[str] = set()
+        self._again: set[str] = set()  # refresh asked for while in flight: resolve once more at once
+        self._urgent: deque[str] = deque()  # new and refreshed references
+        self._work: deque[str] = deque()  # scheduled re-resolutions
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
+        self._pending: dict[str, ImageFacts] = {}  # results readers do not see yet
+        self._prune = False
+        self._publish_handle: asyncio.TimerHandle | None = None
+        self._digests = 0
+        self._tokens = 0.0
+        self._tokens_at = 0.0
+        self._last_dispatch = -math.inf
+        self._sleep_until = math.inf
         self._failures: dict[str, int] = {}
         self._backoff_until: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._notified = False
         self._stopping = False
-        self.cycles = 0
+        self.cycles = 0  # scheduler passes
+        self.publishes = 0  # mapping swaps
+        self.resolutions = 0  # registry lookups finished
+        self.wanted_reads = 0  # calls of the wanted callable
 
     @classmethod
     def from_settings(
@@ -220,6 +264,15 @@ class SkillImageResolver:
         self.notify()
 
     def notify(self) -> None:
+        """The wanted references may have changed. Cheap from any thread: notifications that
+        arrive before the loop has looked share one wake-up and one read of `wanted`."""
+        self._wanted_stale = True
+        if self._notified:
+            return
+        self._notified = True
+        self._poke()
+
+    def _poke(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
             try:
@@ -237,7 +290,7 @@ class SkillImageResolver:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
-        self.notify()
+        self._poke()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -264,84 +317,148 @@ class SkillImageResolver:
             loop.close()
 
     async def _main(self, started: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._digests = sum(1 for f in self.cache.snapshot().values() if f.digest)
+        self._tokens_at = time.monotonic()
         started.set()
         client = self._client_factory()
+        workers = [loop.create_task(self._worker(client)) for _ in range(self.concurrency)]
         try:
             while not self._stopping:
                 self._wake.clear()
+                self._notified = False  # from here on a notify() wakes us again
+                now = time.monotonic()
                 try:
-                    await self._cycle(client)
+                    self._step(now)
                 except Exception:
                     log.exception("skill image resolver cycle failed; retrying")
                 self.cycles += 1
-                delay = max(0.0, min(self._next_due() - time.monotonic(), self.interval))
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.01))
-                except asyncio.TimeoutError:
-                    pass
+                await self._sleep(self._next_wake(time.monotonic()))
         finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._flush()
             await client.aclose()
 
-    def _wanted(self) -> set[str]:
+    async def _sleep(self, delay: float) -> None:
+        assert self._wake is not None
+        if self._wake.is_set() or self._stopping:
+            return
+        delay = max(delay, 0.001)
+        self._sleep_until = time.monotonic() + delay
+        handle = asyncio.get_running_loop().call_later(delay, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            handle.cancel()
+            self._sleep_until = math.inf
+
+    def _wanted_every(self) -> float:
+        return max(self.interval, _WANTED_EVERY_MIN)
+
+    def _step(self, now: float) -> None:
+        if (self._wanted_stale and now >= self._wanted_read_at + _WANTED_GAP) \
+                or now >= self._wanted_read_at + self._wanted_every():
+            self._read_wanted(now)
+        self._dispatch(now)
+
+    def _next_wake(self, now: float) -> float:
+        deadline = self._wanted_read_at + self._wanted_every()
+        if self._wanted_stale:
+            deadline = min(deadline, self._wanted_read_at + _WANTED_GAP)
+        top = self._heap_top()
+        if top is not None:
+            due = max(top, self._last_dispatch + _DISPATCH_TICK)
+            if self._tokens < 1.0:
+                due = max(due, now + (1.0 - self._tokens) / self._rate())
+            deadline = min(deadline, due)
+        return deadline - now
+
+    # -- what is wanted ---------------------------------------------------------------------------
+
+    def _read_wanted(self, now: float) -> None:
+        self._wanted_stale = False  # before reading: a notify() during the read asks again
+        self._wanted_read_at = now
         with self._lock:
             refs = set(self._explicit)
             refresh, self._refresh = self._refresh, set()
         if self._wanted_fn is not None:
+            self.wanted_reads += 1
             try:
-                refs |= set(self._wanted_fn())
+                refs.update(self._wanted_fn())
             except Exception:
                 log.exception("could not list wanted skill images; using the last known")
-                refs |= set(self.cache.snapshot())
-        for ref in refresh:
-            self._next_at.pop(ref, None)
-        return refs
+                refs |= self._wanted_set
+        if refs != self._wanted_set:
+            for gone in self._wanted_set - refs:
+                self._next_at.pop(gone, None)
+                self._pending.pop(gone, None)
+                self._again.discard(gone)
+            new = sorted(ref for ref in refs - self._wanted_set if ref not in self._queued)
+            self._wanted_set = refs
+            for ref in new:
+                self._enqueue(ref, urgent=True)
+        for ref in refresh & refs:
+            if ref in self._inflight:
+                self._again.add(ref)
+            elif ref not in self._queued:
+                self._next_at.pop(ref, None)
+                self._enqueue(ref, urgent=True)
+        snapshot = self.cache.snapshot()
+        if len(snapshot) > len(refs) or any(ref not in refs for ref in snapshot):
+            self._prune = True
+            self._flush()
 
-    def _next_due(self) -> float:
-        return min(self._next_at.values(), default=time.monotonic() + self.interval)
+    # -- scheduling -------------------------------------------------------------------------------
 
-    async def _cycle(self, client: RegistryClient) -> None:
-        wanted = self._wanted()
-        if set(self.cache.snapshot()) - wanted:
-            self.cache.publish({}, keep=wanted)
-        for gone in set(self._next_at) - wanted:
-            del self._next_at[gone]
-        now = time.monotonic()
-        due = sorted(ref for ref in wanted if self._next_at.get(ref, 0.0) <= now)
-        if due:
-            semaphore = asyncio.Semaphore(self.concurrency)
-            tasks = {asyncio.ensure_future(self._one(client, semaphore, ref)) for ref in due}
-            while tasks:
-                done, tasks = await asyncio.wait(tasks, timeout=_PUBLISH_EVERY, return_when=asyncio.FIRST_COMPLETED)
-                results = [t.result() for t in done if not t.cancelled() and t.result() is not None]
-                if results:
-                    self.cache.publish(dict(results), keep=wanted)
-                if self._stopping:
-                    for task in tasks:
-                        task.cancel()
-                    break
-        self._call(self.hooks.on_cached, sum(1 for f in self.cache.snapshot().values() if f.digest))
+    def _rate(self) -> float:
+        """Scheduled re-resolutions allowed per second: twice the average the interval needs."""
+        return _PACE * len(self._wanted_set) / self.interval + 1.0
 
-    async def _one(self, client: RegistryClient, semaphore: asyncio.Semaphore, ref: str) -> tuple[str, ImageFacts] | None:
-        async with semaphore:
-            previous = self.cache.facts(ref)
-            registry = previous.registry if previous else ImageFacts.unresolved(ref).registry
-            now = time.monotonic()
-            until = self._backoff_until.get(registry, 0.0)
-            if until > now:
-                # Another reference just found this registry failing: wait with the rest.
-                self._next_at[ref] = until
-                return None
-            started = time.monotonic()
-            facts = await resolve_image(client, ref, verify=self.verify, keys=self.keys, previous=previous)
-            seconds = time.monotonic() - started
-        self._call(self.hooks.on_resolution, facts.error_kind or "ok", facts.registry or "invalid", seconds)
-        if self.verify and facts.error is None:
-            self._call(self.hooks.on_signature, facts.signature)
-        self._schedule(ref, facts)
-        if facts.error:
-            log.warning("skill image %s: %s", ref, facts.error)
-        return ref, facts
+    def _heap_top(self) -> float | None:
+        heap, next_at = self._heap, self._next_at
+        while heap:
+            at, ref = heap[0]
+            if next_at.get(ref) == at:
+                return at
+            heapq.heappop(heap)  # rescheduled, queued or dropped since
+        return None
+
+    def _dispatch(self, now: float) -> None:
+        rate = self._rate()
+        self._tokens = min(max(float(self.concurrency), rate), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        heap, next_at = self._heap, self._next_at
+        while self._tokens >= 1.0:
+            at = self._heap_top()
+            if at is None or at > now:
+                break
+            _, ref = heapq.heappop(heap)
+            del next_at[ref]
+            self._tokens -= 1.0
+            self._enqueue(ref, urgent=False)
+            self._last_dispatch = now
+        if len(heap) > 2 * len(next_at) + 1024:
+            self._heap = [(at, ref) for ref, at in next_at.items() if at != math.inf]
+            heapq.heapify(self._heap)
+
+    def _enqueue(self, ref: str, *, urgent: bool) -> None:
+        self._queued.add(ref)
+        (self._urgent if urgent else self._work).append(ref)
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def _set_next(self, ref: str, at: float) -> None:
+        self._next_at[ref] = at
+        if at != math.inf:
+            heapq.heappush(self._heap, (at, ref))
+            if at < self._sleep_until and self._wake is not None:
+                self._wake.set()
 
     def _schedule(self, ref: str, facts: ImageFacts) -> None:
         now = time.monotonic()
@@ -351,12 +468,99 @@ class SkillImageResolver:
             self._failures[facts.registry] = failures
             delay = min(self.backoff_base * 2 ** (failures - 1), self.backoff_max)
             self._backoff_until[facts.registry] = now + delay
-            self._next_at[ref] = now + delay
+            self._set_next(ref, now + delay)
             return
         if kind is None:
             self._failures.pop(facts.registry, None)
             self._backoff_until.pop(facts.registry, None)
-        self._next_at[ref] = now + (float("inf") if kind == "invalid" else self.interval)
+        if ref in self._again:
+            self._again.discard(ref)
+            self._set_next(ref, now)
+        elif kind == "invalid":
+            self._set_next(ref, math.inf)
+        else:
+            self._set_next(ref, now + self.interval * random.uniform(1.0 - _JITTER, 1.0 + _JITTER))
+
+    # -- the workers ------------------------------------------------------------------------------
+
+    async def _worker(self, client: RegistryClient) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            queue = self._urgent or self._work
+            if not queue:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            ref = queue.popleft()
+            if ref not in self._wanted_set:
+                self._queued.discard(ref)
+                continue
+            self._inflight.add(ref)
+            try:
+                await self._resolve(client, ref)
+            except Exception:
+                log.exception("skill image %s: resolving failed; trying again next interval", ref)
+                if ref in self._wanted_set:
+                    self._set_next(ref, time.monotonic() + self.interval)
+            finally:
+                self._inflight.discard(ref)
+                self._queued.discard(ref)
+
+    async def _resolve(self, client: RegistryClient, ref: str) -> None:
+        previous = self._pending.get(ref) or self.cache.facts(ref)
+        registry = previous.registry if previous is not None else ImageFacts.unresolved(ref).registry
+        started = time.monotonic()
+        until = self._backoff_until.get(registry, 0.0)
+        if until > started:
+            # Another reference just found this registry failing: wait with the rest.
+            self._set_next(ref, until)
+            return
+        facts = await resolve_image(client, ref, verify=self.verify, keys=self.keys, previous=previous)
+        seconds = time.monotonic() - started
+        self.resolutions += 1
+        self._call(self.hooks.on_resolution, facts.error_kind or "ok", facts.registry or "invalid", seconds)
+        if self.verify and facts.error is None:
+            self._call(self.hooks.on_signature, facts.signature)
+        if facts.error:
+            log.warning("skill image %s: %s", ref, facts.error)
+        if ref not in self._wanted_set:
+            return  # dropped while we asked
+        self._schedule(ref, facts)
+        self._pending[ref] = facts
+        if len(self._pending) >= _PUBLISH_BATCH or (
+            not self._urgent and not self._work and len(self._inflight) <= 1 and ref not in self.cache.snapshot()
+        ):
+            # A full batch, or the first facts of a new reference with nothing else under way.
+            self._flush()
+        elif self._publish_handle is None:
+            self._publish_handle = asyncio.get_running_loop().call_later(_PUBLISH_EVERY, self._flush)
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Publish the waiting results (and drop unwanted references) in one mapping swap."""
+        if self._publish_handle is not None:
+            self._publish_handle.cancel()
+            self._publish_handle = None
+        if not self._pending and not self._prune:
+            return
+        updates, self._pending = self._pending, {}
+        old = self.cache.snapshot()
+        digests = self._digests
+        for ref, facts in updates.items():
+            before = old.get(ref)
+            digests += (facts.digest is not None) - (before is not None and before.digest is not None)
+        if self._prune:
+            keep = self._wanted_set
+            digests -= sum(1 for ref, facts in old.items() if ref not in keep and ref not in updates and facts.digest)
+            self.cache.publish(updates, keep=keep)
+            self._prune = False
+        else:
+            self.cache.publish(updates)
+        self._digests = digests
+        self.publishes += 1
+        self._call(self.hooks.on_cached, digests)
 
     def _call(self, hook: Callable[..., None], *args: Any) -> None:
         try:
