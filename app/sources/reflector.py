@@ -284,13 +284,10 @@ class Reflector(Generic[T]):
                 raise _StreamError(f"LIST answer is not JSON: {exc}") from exc
             finally:
                 response.release_conn()
-            # The raw bytes and the decoded page are dropped before the next page is asked for: only the
-            # decoded objects stay, so a LIST of many pages never holds more than one page at a time.
-            del response
+            del response  # the raw bytes and each decoded page go before the next: one page at a time
             if not isinstance(page, dict):
                 raise _StreamError(f"LIST answered {type(page).__name__}, not a list object")
-            raw_items = page.pop("items", None) or []
-            metadata = page.get("metadata") or {}
+            raw_items, metadata = page.pop("items", None) or [], page.get("metadata") or {}
             del page
             items.extend(item for item in map(self._decode, raw_items) if item is not None)
             del raw_items
