@@ -26,8 +26,13 @@ MAX_DEPTH = 100
 _JSON_CONSTANT_RE = re.compile(r"-?Infinity|NaN")
 # The API server decodes JSON integers into int64 (k8s.io/apimachinery/pkg/util/json).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# An integer of fewer digits always fits in int64: cheaper to look for than to check every number.
-_LONG_DIGITS_RE = re.compile(r"\d{19,}")
+# An integer of fewer than 19 digits always fits in int64: cheaper to look for than to check every
+# number. Looked for in bytes with every ASCII digit as "0" and everything else as " " (C speed, ten times
+# faster than the regular expression); JSON numbers are ASCII, so no number can hide from it.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
+# A key followed by whitespace before its ":": the cheap key count below cannot see such a key.
+_SPACE_BEFORE_COLON_RE = re.compile(r'"[ \t\r\n]+:')
 # Strings (with a ":" after them when they are keys), brackets and numbers, in JSON text that parsed:
 # strings are matched whole, so a bracket, digit or quote inside one is never mistaken for syntax.
 _JSON_SCAN_RE = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{}]|-?\d+(\.\d+)?([eE][-+]?\d+)?', re.DOTALL)
@@ -66,14 +71,20 @@ def load_json(text: str) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         value = _load_json_slowly(text)
-    # Fewer brackets than the limit cannot nest deeper than it: the common case costs two counts.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(value, MAX_DEPTH):
+    if type(value) is not dict and type(value) is not list:
+        if _has_long_digit_run(text):
+            _check_numbers(text)
+        return value
+    # One walk of the parsed tree: how many keys its objects hold, and how deep it nests.
+    members, depth = _tree_shape(value)
+    if depth > MAX_DEPTH:
         raise _too_deep(text)
-    if _LONG_DIGITS_RE.search(text):
+    if _has_long_digit_run(text):
         # orjson reads an integer beyond int64 as a float (or a uint64): refuse it where it stands.
         _check_numbers(text)
-    if type(value) is dict or type(value) is list:
-        _check_unique_keys(text, value)
+    if _key_bound(text) != members:
+        # Only text that may hold a duplicate pays for the scan that finds it (and names its place).
+        _check_unique_keys(text, members)
     return value
 
 
@@ -152,11 +163,35 @@ def _check_numbers(text: str) -> None:
             raise DocumentError(problem, *line_column(text, match.start()))
 
 
-def _check_unique_keys(text: str, value: Any) -> None:
-    """A duplicate key leaves fewer members in the parsed objects than keys in the text; only then is
-    the text scanned again to say which key and where."""
+def _has_long_digit_run(text: str) -> bool:
+    """True when the text holds 19 or more ASCII digits in a row (anywhere, strings included): only
+    then can a number in it be beyond int64, and only then is every number looked at."""
+    return _LONG_RUN in text.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO)
+
+
+def _key_bound(text: str) -> int:
+    """At least the number of keys in (parsed) JSON text, counted at C speed; -1 when this count
+    cannot bound it. Equal to the members of the parsed objects, it proves that no key repeats.
+
+    A key is a string, optional whitespace, then ":". Without whitespace there (checked first) every
+    key ends in `":` with its closing quote preceded by an even number of backslashes (none, or escaped
+    backslashes). Inside a string `":` can only follow an escaped quote, an odd number of backslashes:
+    all `\\":` are taken off, those with two or more backslashes put back (over-counting three or
+    more, which costs only the slow scan), and a string that starts with ":" counts once too many."""
+    if _SPACE_BEFORE_COLON_RE.search(text):
+        return -1
+    bound = text.count('":')
+    if "\\" in text:
+        bound += text.count('\\\\":') - text.count('\\":')
+    return bound
+
+
+def _check_unique_keys(text: str, members: int) -> None:
+    """A duplicate key leaves fewer members in the parsed objects than keys in the text: the keys
+    are counted exactly, and only when they are more is the text scanned again to say which key and
+    where."""
     keys = _STRING_OR_KEY_RE.findall(text)
-    if len(keys) - keys.count("") == _count_members(value):
+    if len(keys) - keys.count("") == members:
         return
     stack: list[set[str] | None] = []
     for match in _JSON_SCAN_RE.finditer(text):
@@ -177,37 +212,25 @@ def duplicate_key_message(key: str) -> str:
     return f"duplicate key {json.dumps(key)[:200]}: the API server's strict decoding refuses it"
 
 
-def _count_members(value: Any) -> int:
-    """Keys of every object in `value`, level by level as in _depth_exceeds."""
-    count = 0
-    level = [value]
-    while level:
-        count += sum(len(node) for node in level if type(node) is dict)
-        level = [
-            child
-            for node in level
-            for child in (node.values() if type(node) is dict else node)
-            if type(child) is dict or type(child) is list
-        ]
-    return count
-
-
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True when containers nest deeper than `limit`. Level by level, one comprehension per level:
-    about 15 µs for a 20-skill AdmissionReview, and linear in the number of containers."""
-    level = [value] if type(value) is dict or type(value) is list else []
+def _tree_shape(value: Any) -> tuple[int, int]:
+    """(keys of every object, nesting depth) of a parsed JSON value, level by level: about 10 µs for a
+    20-skill AdmissionReview, linear in the number of containers and never recursive. The depth
+    stops being counted past MAX_DEPTH (orjson allows 1024 levels; the standard parser more)."""
+    members = 0
     depth = 0
+    level = [value] if type(value) is dict or type(value) is list else []
     while level:
         depth += 1
-        if depth > limit:
-            return True
+        if depth > MAX_DEPTH:
+            break
+        members += sum(len(node) for node in level if type(node) is dict)
         level = [
             child
             for node in level
             for child in (node.values() if type(node) is dict else node)
             if type(child) is dict or type(child) is list
         ]
-    return False
+    return members, depth
 
 
 _JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)

@@ -32,7 +32,7 @@ from app.core.names import DEFAULT_DOMAIN, Domain
 
 from . import fields as f
 from .fields import FieldPath
-from .findings import Findings, ValidationReport, short_value, type_name
+from .findings import Findings, ValidationReport, short_value, type_name, well_typed
 from .images import check_image_facts
 from .skills import check_skills, skills_source
 
@@ -205,24 +205,25 @@ def _check_metadata(raw: Any, findings: Findings) -> tuple[str, str]:
     if not isinstance(raw, dict):
         findings.add(f.invalid(_METADATA, type_name(raw), "must be an object"))
         return "", ""
-    meta = findings.typed(ObjectMeta, raw, _METADATA)
+    meta = findings.typed_fields(ObjectMeta, raw, _METADATA)
     if meta is None:
         return _str_or_empty(raw.get("name")), _str_or_empty(raw.get("namespace"))
-    if not meta.name and not _str_or_empty(raw.get("generateName")):
+    name, namespace = meta.get("name", ""), meta.get("namespace", "")
+    if not name and not _str_or_empty(raw.get("generateName")):
         findings.add(f.required(_METADATA.child("name"), "name or generateName is required"))
-    return meta.name, meta.namespace
+    return name, namespace
 
 
-def _check_target_ref(raw: Any, findings: Findings) -> TargetRef | None:
-    """The targetRef when it is complete and valid (so it names a workload), else None."""
+def _check_target_ref(raw: Any, findings: Findings) -> WorkloadRef | None:
+    """The workload of the targetRef when it is complete and valid, else None."""
     if raw is None:
         findings.add(f.required(_TARGET_REF))
         return None
     if not isinstance(raw, dict):
         findings.add(f.invalid(_TARGET_REF, type_name(raw), "must be an object"))
         return None
-    ref = findings.typed(TargetRef, raw, _TARGET_REF)
-    values: dict[str, Any] = ref.model_dump(include={"apiVersion", "kind", "name"}) if ref is not None else raw
+    ref = findings.typed_fields(TargetRef, raw, _TARGET_REF)
+    values = ref if ref is not None else raw
     complete = ref is not None
     for key in ("apiVersion", "kind", "name"):
         value = values.get(key, "")
@@ -236,10 +237,11 @@ def _check_target_ref(raw: Any, findings: Findings) -> TargetRef | None:
             complete = False
     if ref is None or not complete:
         return None
-    problem = target_group_problem(ref.apiVersion, ref.kind)
+    api_version, kind = ref.get("apiVersion", ""), ref.get("kind", "")
+    problem = target_group_problem(api_version, kind)
     if problem is not None:
         findings.warn(_TARGET_REF.child("apiVersion"), problem)
-    return ref
+    return WorkloadRef(api_group(api_version), kind, ref.get("name", ""))
 
 
 def target_group_problem(api_version: str, kind: str) -> str | None:
@@ -265,7 +267,7 @@ def target_group_problem(api_version: str, kind: str) -> str | None:
 
 
 def _check_target_conflict(
-    target: TargetRef,
+    target: WorkloadRef,
     namespace: str,
     name: str,
     operation: str,
@@ -275,14 +277,14 @@ def _check_target_conflict(
 ) -> None:
     # The object itself never counts: on UPDATE it is in the cache, and on CREATE a cached namesake
     # is a deleted object whose deletion the cache has not seen yet.
-    others = [r.metadata.name for r in index.targeting(namespace, target.workload) if r.key != (namespace, name)]
+    others = [r.metadata.name for r in index.targeting(namespace, target) if r.key != (namespace, name)]
     if not others:
         return
     names = ", ".join(json.dumps(n) for n in others)
     verb = "already targets" if len(others) == 1 else "already target"
     plural = "" if len(others) == 1 else "s"
     what = f"{AGENTRUNTIME_KIND}{plural} {names} {verb} {target.kind} {json.dumps(target.name)} in namespace {json.dumps(namespace)}"
-    if operation == "UPDATE" and _old_workload(old_object) == target.workload:
+    if operation == "UPDATE" and _old_workload(old_object) == target:
         findings.warn(_TARGET_REF, f"{what}; pods of that workload get their skills from the oldest one only")
     else:
         findings.add(f.forbidden(_TARGET_REF, f"{what}; a workload takes its skills from one {AGENTRUNTIME_KIND}"))
@@ -304,6 +306,8 @@ def _old_workload(old_object: Any) -> WorkloadRef | None:
     raw = spec.get("targetRef") if isinstance(spec, dict) else None
     if not isinstance(raw, dict):
         return None
+    if well_typed(TargetRef, raw):
+        return WorkloadRef(api_group(raw.get("apiVersion", "")), raw.get("kind", ""), raw.get("name", ""))
     try:
         return TargetRef.model_validate(raw).workload
     except ValidationError:

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from .caching import cached_when_short
+
 DOCKER_HUB = "docker.io"
 # Spellings of Docker Hub that pull the same images as "docker.io".
 _DOCKER_HUB_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io"})
@@ -79,7 +81,7 @@ class ImageReference:
         return text
 
 
-@functools.lru_cache(maxsize=4096)
+@cached_when_short(maxsize=4096, longest=1024)  # a valid reference has at most about 520 characters
 def parse_reference(text: str) -> ImageReference:
     """Parse an image reference; raises InvalidImageReference saying what is wrong.
 

@@ -8,9 +8,10 @@ lexically would disagree with the container's view when a component is a symlink
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Iterable, Mapping
+
+from .caching import cached_when_short
 
 Components = tuple[str, ...]
 
@@ -39,7 +40,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_NAMES = {"\x00": "NUL", "\n": "newline", "\t": "tab", "\r": "carriage return", "\x7f": "DEL"}
 
 
-@functools.lru_cache(maxsize=4096)
+@cached_when_short(maxsize=4096, longest=MAX_MOUNT_PATH_LENGTH)
 def components(path: str) -> Components:
     """The path's components without empty and "." ones: "/a//b/./c/" -> ("a", "b", "c")."""
     return tuple(part for part in path.split("/") if part and part != ".")
@@ -55,7 +56,7 @@ def is_within(path: Components, parent: Components) -> bool:
     return path[: len(parent)] == parent
 
 
-@functools.lru_cache(maxsize=4096)
+@cached_when_short(maxsize=4096, longest=MAX_MOUNT_PATH_LENGTH)
 def mount_path_problems(path: str) -> tuple[str, ...]:
     """What is wrong with one mount path on its own (empty when nothing is). Cached: the same
     paths come back on every UPDATE and dry run."""
@@ -88,10 +89,12 @@ def mount_path_problems(path: str) -> tuple[str, ...]:
     return ()
 
 
-def first_enclosing(path: Components, others: Mapping[Components, int]) -> int | None:
+def first_enclosing(path: Components, others: Mapping[Components, int], shortest: int = 0) -> int | None:
     """The owner in `others` (normalised path -> owner) of the outermost path that strictly
-    contains `path`, or None; in O(depth), not O(number of paths)."""
-    for depth in range(len(path)):
+    contains `path`, or None; in O(depth), not O(number of paths). `shortest`, the fewest components
+    of any path in `others`, skips depths where none can be (none at all when every path has as many
+    components, the usual layout)."""
+    for depth in range(shortest, len(path)):
         owner = others.get(path[:depth])
         if owner is not None:
             return owner

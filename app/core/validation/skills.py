@@ -23,7 +23,8 @@ from app.core.names import DEFAULT_DOMAIN, Domain
 from . import fields as f
 from . import oci, paths
 from .fields import FieldPath
-from .findings import Findings, type_name
+from .caching import cached_when_short
+from .findings import Findings, type_name, well_typed
 
 # Beyond this many items only the count is reported: it bounds the work and the message for a
 # hostile 3 MiB list while still showing every problem of any list a person would write.
@@ -91,40 +92,65 @@ def check_skills(
     if len(raw) > MAX_SKILLS:
         findings.add(f.too_many(base, len(raw), MAX_SKILLS))
 
-    def _at(i: int, key: str) -> FieldPath:
-        return base.index(i).child(key)
-
     names: set[str] = set()
     mount_paths: list[tuple[int, paths.Components]] = []
     unpinned: list[str] = []
+    # One pass; a field path is built only where a finding is recorded, and each check of a value
+    # (name, image with its pull policy, mount path) is cached, so a valid list costs little.
     for i, item in enumerate(raw[:MAX_EXAMINED_SKILLS]):
         if not isinstance(item, dict):
             findings.add(f.invalid(base.index(i), type_name(item), "must be an object"))
             continue
-        skill = findings.typed(Skill, item, base.index(i))
-        if skill is None:  # check what is well-typed; the type errors are already reported
-            values = {k: v for k, v in item.items() if k in SKILL_FIELDS and isinstance(v, str)}
-            name, image = values.get("name"), values.get("image")
-            mount_path, pull_policy = values.get("mountPath"), values.get("pullPolicy")
+        if well_typed(Skill, item):
+            name, image, mount_path = item["name"], item["image"], item["mountPath"]
+            pull_policy = item.get("pullPolicy")
+            if len(name) + len(image) + len(mount_path) + len(pull_policy or "") <= _CACHED_SKILL_CHARS:
+                clean = clean_skill(name, image, mount_path, pull_policy, registry_allow)
+                if clean is not None and name not in names:  # nothing to report: the common case
+                    names.add(name)
+                    if not clean[0]:
+                        unpinned.append(name)
+                    mount_paths.append((i, clean[1]))
+                    if not item.keys() <= SKILL_FIELDS:
+                        _warn_unknown_fields(item, base.index(i), findings)
+                    continue
         else:
-            name, image, mount_path, pull_policy = skill.name, skill.image, skill.mountPath, skill.pullPolicy
-        name_ok = name is not None and _check_name(_at(i, "name"), name, names, findings)
-        if name_ok:
-            names.add(name)
+            skill = findings.typed(Skill, item, base.index(i))
+            if skill is None:  # check what is well-typed; the type errors are already reported
+                values = {k: v for k, v in item.items() if k in SKILL_FIELDS and isinstance(v, str)}
+                name, image = values.get("name"), values.get("image")
+                mount_path, pull_policy = values.get("mountPath"), values.get("pullPolicy")
+            else:
+                name, image, mount_path, pull_policy = skill.name, skill.image, skill.mountPath, skill.pullPolicy
+        name_ok = False
+        if name is not None:
+            if name and name not in names and not skill_name_problems(name):
+                name_ok = True
+            else:
+                name_ok = _check_name(base.index(i).child("name"), name, names, findings)
+            if name_ok:
+                names.add(name)
         if image is not None:
-            reference = _check_image(_at(i, "image"), image, pull_policy, registry_allow, findings)
-            if reference is not None and not reference.pinned:
+            errors, warnings, pinned = image_verdict(image, pull_policy == "Always", registry_allow)
+            if errors or warnings:
+                path = base.index(i).child("image")
+                for make, args in errors:
+                    findings.add(make(path, *args))
+                for text in warnings:
+                    findings.warn(path, text)
+            if pinned is False:
                 unpinned.append(name if name_ok else str(base.index(i)))
-        if mount_path is not None and _check_mount_path(_at(i, "mountPath"), mount_path, findings):
-            mount_paths.append((i, paths.components(mount_path)))
+        if mount_path is not None:
+            if mount_path and "," not in mount_path and not paths.mount_path_problems(mount_path):
+                mount_paths.append((i, paths.components(mount_path)))
+            elif _check_mount_path(base.index(i).child("mountPath"), mount_path, findings):
+                mount_paths.append((i, paths.components(mount_path)))
         if pull_policy is not None and pull_policy not in PULL_POLICIES:
-            findings.add(f.not_supported(_at(i, "pullPolicy"), pull_policy, PULL_POLICIES))
+            findings.add(f.not_supported(base.index(i).child("pullPolicy"), pull_policy, PULL_POLICIES))
         if not item.keys() <= SKILL_FIELDS:
-            for key in item:
-                if isinstance(key, str) and key not in SKILL_FIELDS:
-                    # The CRD's schema prunes unknown skill fields, so they never reach a pod.
-                    findings.warn(_at(i, key), "unknown field, ignored")
-    _check_overlaps(raw, mount_paths, findings, _at)
+            _warn_unknown_fields(item, base.index(i), findings)
+    if mount_paths:
+        _check_overlaps(raw, mount_paths, findings, base)
     if unpinned:
         count = "1 skill image is" if len(unpinned) == 1 else f"{len(unpinned)} skill images are"
         findings.warn(
@@ -134,7 +160,37 @@ def check_skills(
         )
 
 
+def _warn_unknown_fields(item: dict, path: FieldPath, findings: Findings) -> None:
+    for key in item:
+        if isinstance(key, str) and key not in SKILL_FIELDS:
+            # The CRD's schema prunes unknown skill fields, so they never reach a pod.
+            findings.warn(path.child(key), "unknown field, ignored")
+
+
+# Skills whose strings add up to more than this are checked field by field, uncached (see caching).
+_CACHED_SKILL_CHARS = 2048
+
+
 @functools.lru_cache(maxsize=4096)
+def clean_skill(
+    name: str, image: str, mount_path: str, pull_policy: str | None, registry_allow: tuple[str, ...]
+) -> tuple[bool, paths.Components] | None:
+    """(pinned by digest, mount path components) of a well-typed skill on which no rule of its own
+    has anything to say (no error, no warning; duplicates and overlaps are decided across the list);
+    None when one has, and check_skills then records it field by field. Cached per skill."""
+    if not name or skill_name_problems(name):
+        return None
+    errors, warnings, pinned = image_verdict(image, pull_policy == "Always", registry_allow)
+    if errors or warnings or pinned is None:
+        return None
+    if not mount_path or "," in mount_path or paths.mount_path_problems(mount_path):
+        return None
+    if pull_policy is not None and pull_policy not in PULL_POLICIES:
+        return None
+    return pinned, paths.components(mount_path)
+
+
+@cached_when_short(maxsize=4096, longest=4 * MAX_SKILL_NAME_LENGTH)
 def skill_name_problems(name: str) -> tuple[str, ...]:
     """Why a non-empty skill name is not usable (empty when it is)."""
     problems: list[str] = []
@@ -163,26 +219,33 @@ def allow_list_message(image: str, registry_allow: tuple[str, ...]) -> str:
     return f"image {json.dumps(image)} is not in the registry allow-list ({', '.join(registry_allow)})"
 
 
-def _check_image(
-    path: FieldPath, image: str, pull_policy: str | None, registry_allow: tuple[str, ...], findings: Findings
-) -> oci.ImageReference | None:
+# An error to record beneath a field: the FieldError constructor and its arguments after the path.
+_Problem = tuple[Callable[..., f.FieldError], tuple[Any, ...]]
+
+
+@cached_when_short(maxsize=4096, longest=1024)  # a valid reference has at most about 520 characters
+def image_verdict(
+    image: str, pull_always: bool, registry_allow: tuple[str, ...]
+) -> tuple[tuple[_Problem, ...], tuple[str, ...], bool | None]:
+    """What one image (with `pullPolicy: Always` or not) gives beneath its field: (errors, warnings,
+    pinned), pinned None when the image is not a usable reference. Cached: the same images come back
+    on every UPDATE, dry run and stored object."""
     if not image:
-        findings.add(f.required(path))
-        return None
+        return ((f.required, ()),), (), None
     try:
         reference = oci.parse_reference(image)
     except oci.InvalidImageReference as problem:
-        findings.add(f.invalid(path, image, f"not a valid OCI image reference: {problem}"))
-        return None
+        return ((f.invalid, (image, f"not a valid OCI image reference: {problem}")),), (), None
+    errors: tuple[_Problem, ...] = ()
     if registry_allow and not oci.registry_allowed(reference, registry_allow):
-        findings.add(f.forbidden(path, allow_list_message(image, registry_allow)))
-    if reference.floating and pull_policy != "Always":
-        findings.warn(
-            path,
+        errors = ((f.forbidden, (allow_list_message(image, registry_allow),)),)
+    warnings: tuple[str, ...] = ()
+    if reference.floating and not pull_always:
+        warnings = (
             f"{json.dumps(image)} has no fixed version (tag latest or none) and pullPolicy is not Always: "
             "nodes may keep mounting an older copy",
         )
-    return reference
+    return errors, warnings, reference.pinned
 
 
 def _check_mount_path(path: FieldPath, mount_path: str, findings: Findings) -> bool:
@@ -199,22 +262,34 @@ def _check_mount_path(path: FieldPath, mount_path: str, findings: Findings) -> b
 
 
 def _check_overlaps(
-    raw: list, mount_paths: list[tuple[int, paths.Components]], findings: Findings, at: Callable[[int, str], FieldPath]
+    raw: list, mount_paths: list[tuple[int, paths.Components]], findings: Findings, base: FieldPath
 ) -> None:
     """Two skills on one directory, or one inside another: one image would hide the other."""
-    owners = paths.first_owners(mount_paths)
-    for i, parts in mount_paths:
+
+    def at(i: int) -> FieldPath:
+        return base.index(i).child("mountPath")
+
+    for position, same, other in overlaps(tuple(parts for _, parts in mount_paths)):
+        i, first = mount_paths[position][0], mount_paths[other][0]
+        if same:
+            findings.add(f.duplicate(at(i), raw[i]["mountPath"], f"same directory as {at(first)}"))
+        else:
+            outer_path = json.dumps(paths.normalise(raw[first]["mountPath"]))
+            findings.add(f.invalid(at(i), raw[i]["mountPath"], f"must not be beneath {at(first)} ({outer_path})"))
+
+
+def overlaps(all_parts: tuple[paths.Components, ...]) -> tuple[tuple[int, bool, int], ...]:
+    """(position, same directory?, position of the first owner or of the outermost enclosing path)
+    for each normalised path that repeats an earlier one or lies beneath another."""
+    owners = paths.first_owners(enumerate(all_parts))
+    shortest = min(map(len, owners))
+    found: list[tuple[int, bool, int]] = []
+    for position, parts in enumerate(all_parts):
         first = owners[parts]
-        if first != i:
-            findings.add(
-                f.duplicate(at(i, "mountPath"), raw[i]["mountPath"], f"same directory as {at(first, 'mountPath')}")
-            )
+        if first != position:
+            found.append((position, True, first))
             continue
-        outer = paths.first_enclosing(parts, owners)
+        outer = paths.first_enclosing(parts, owners, shortest)
         if outer is not None:
-            outer_path = json.dumps(paths.normalise(raw[outer]["mountPath"]))
-            findings.add(
-                f.invalid(
-                    at(i, "mountPath"), raw[i]["mountPath"], f"must not be beneath {at(outer, 'mountPath')} ({outer_path})"
-                )
-            )
+            found.append((position, False, outer))
+    return tuple(found)
