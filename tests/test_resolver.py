@@ -1,8 +1,12 @@
 """The background resolver: moved tags picked up within an interval, failures recorded and backed off
-per registry, bounded concurrency, and lookups that never wait for a registry."""
+per registry, bounded concurrency, lookups that never wait for a registry, and a cost per image that
+stays the same with 10,000 of them (one pass linear, batched publishes, spread re-resolutions)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import threading
 import time
 from collections import Counter
@@ -12,7 +16,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from app.sources.registry import RegistryClient
+from app.core import supply
+from app.sources.registry import Manifest, RegistryClient
 from app.sources.resolver import ResolverHooks, SkillImageResolver
 from tests.registry_harness import (
     Layout,
@@ -247,3 +252,205 @@ def test_from_settings(tmp_path, monkeypatch) -> None:
     assert client.timeout == 0.75 and client.insecure == {"a.local:5000", "b.local"}
     off = SkillImageResolver.from_settings(Settings())
     assert off.verify is False and off.keys == () and off.interval == 300.0
+
+
+# -- cost: what a large number of images costs the process ---------------------------------------
+
+MANIFEST_BODY = json.dumps({
+    "schemaVersion": 2, "mediaType": supply.OCI_MANIFEST,
+    "config": {"mediaType": supply.OCI_CONFIG, "digest": "sha256:" + "c" * 64, "size": 2},
+    "layers": [], "annotations": {supply.TITLE: "fast", supply.VERSION: "1.0.0"},
+}, separators=(",", ":")).encode()
+MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST_BODY).hexdigest()
+
+
+class FastRegistry:
+    """A stand-in registry on its own asyncio loop: keep-alive HTTP/1.1, every manifest request
+    answered at once with one image manifest; logs (monotonic time, path) of each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[float, str]] = []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+                    self.requests.append((time.monotonic(), path))
+                    body = MANIFEST_BODY if "/manifests/" in path else b"{}"
+                    writer.write((f"HTTP/1.1 200 OK\r\nContent-Type: {supply.OCI_MANIFEST}\r\n"
+                                  f"Docker-Content-Digest: {MANIFEST_DIGEST}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                                 + (b"" if method == "HEAD" else body))
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                writer.close()
+
+        async def main() -> None:
+            self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            self.host = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+            ready.set()
+            await self.server.serve_forever()
+
+        self.thread = threading.Thread(target=lambda: self._run(main()), daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def _run(self, main) -> None:
+        try:
+            self.loop.run_until_complete(main)
+        except asyncio.CancelledError:
+            pass
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(self.loop)])
+        self.thread.join(5)
+
+
+class InstantRegistry:
+    """Answers manifests from memory (after one loop turn): no HTTP, so what is measured is the
+    resolver's own work per resolution."""
+
+    def __init__(self) -> None:
+        self.manifest = Manifest.parse(MANIFEST_BODY, supply.OCI_MANIFEST)
+
+    async def get_manifest(self, registry: str, repository: str, reference: str) -> Manifest:
+        await asyncio.sleep(0)
+        return self.manifest
+
+    async def aclose(self) -> None:
+        return None
+
+
+def thread_cpu(thread: threading.Thread) -> float:
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def resolve_all(count: int, interval: float = 300.0) -> tuple[float, SkillImageResolver]:
+    refs = [f"fast.example/skills/s{i:05d}:v1" for i in range(count)]
+    resolver = SkillImageResolver(InstantRegistry, interval=interval, wanted=lambda: refs)
+    resolver.start()
+    try:
+        started = thread_cpu(resolver._thread)
+        resolver.notify()
+        assert resolver.wait_for(lambda r: len(r.snapshot()) == count, 120)
+        return thread_cpu(resolver._thread) - started, resolver
+    finally:
+        resolver.stop()
+
+
+def test_a_pass_over_many_references_costs_the_same_per_reference() -> None:
+    # One task per reference, each waited on every tick, made a pass O(N²): 8 times the references
+    # then cost about 8 times as much per reference. Now each costs the same, whatever N.
+    small_cpu, _ = resolve_all(800)
+    large_cpu, resolver = resolve_all(6400)
+    per_small, per_large = small_cpu / 800, large_cpu / 6400
+    assert per_large < 3 * per_small + 0.0005, (per_small, per_large)
+    assert resolver.resolutions == 6400 and resolver.wanted_reads <= 2
+    # Results reach readers in batches: one mapping swap per 256 results, or per 0.5 s.
+    assert resolver.publishes <= 6400 // 256 + 2 * 120 + 2
+    assert all(f.digest == MANIFEST_DIGEST and f.mountable for f in resolver.snapshot().values())
+
+
+def test_many_references_over_http_then_an_idle_resolver_sleeps() -> None:
+    registry = FastRegistry()
+    try:
+        count = 2000
+        refs = [f"{registry.host}/skills/s{i:05d}:v1" for i in range(count)]
+        resolver = SkillImageResolver(lambda: RegistryClient(insecure=[registry.host], timeout=5.0),
+                                      interval=300.0, wanted=lambda: refs)
+        resolver.start()
+        try:
+            started = time.monotonic()
+            resolver.notify()
+            assert resolver.wait_for(lambda r: len(r.snapshot()) == count, 120)
+            elapsed = time.monotonic() - started
+            assert elapsed < 60, elapsed  # about 1-3 s here; a generous bound for a busy machine
+            assert resolver.publishes <= count // 256 + elapsed / 0.5 + 3
+            assert {f.digest for f in resolver.snapshot().values()} == {MANIFEST_DIGEST}
+            # Nothing due for 5 minutes: the thread sleeps; wanted() is not read again.
+            reads, cpu = resolver.wanted_reads, thread_cpu(resolver._thread)
+            time.sleep(2.0)
+            assert thread_cpu(resolver._thread) - cpu < 0.1
+            assert resolver.wanted_reads == reads and len(registry.requests) == count
+        finally:
+            resolver.stop()
+    finally:
+        registry.stop()
+
+
+def test_re_resolutions_are_spread_over_the_interval() -> None:
+    registry = FastRegistry()
+    try:
+        count, interval = 200, 8.0
+        refs = [f"{registry.host}/skills/s{i:05d}:v1" for i in range(count)]
+        resolver = SkillImageResolver(lambda: RegistryClient(insecure=[registry.host], timeout=5.0),
+                                      interval=interval, wanted=lambda: refs)
+        resolver.start()
+        try:
+            resolver.notify()
+            assert wait_until(lambda: len(registry.requests) >= 2 * count, 3 * interval)
+        finally:
+            resolver.stop()
+        asked: dict[str, list[float]] = {}
+        for at, path in registry.requests:
+            asked.setdefault(path, []).append(at)
+        gaps = sorted(times[1] - times[0] for times in asked.values() if len(times) >= 2)
+        assert len(gaps) >= count * 0.9
+        # Each one interval after its last lookup, give or take 10 % (and a little lateness)...
+        assert gaps[0] >= 0.85 * interval and gaps[-1] <= 1.5 * interval, (gaps[0], gaps[-1])
+        # ...and not all at the same offset: a burst of every image at once is what this avoids.
+        spread = gaps[int(len(gaps) * 0.9)] - gaps[int(len(gaps) * 0.1)]
+        assert spread >= 0.1 * interval, spread
+    finally:
+        registry.stop()
+
+
+def test_readers_never_miss_a_reference_while_batches_land() -> None:
+    registry = FastRegistry()
+    try:
+        kept = [f"{registry.host}/skills/keep{i:04d}:v1" for i in range(600)]
+        dropped = [f"{registry.host}/skills/drop{i:04d}:v1" for i in range(300)]
+        wanted = set(kept) | set(dropped)
+        resolver = SkillImageResolver(lambda: RegistryClient(insecure=[registry.host], timeout=5.0),
+                                      interval=0.3, wanted=lambda: set(wanted))
+        stop = threading.Event()
+        problems: list[str] = []
+        snapshots = [0]
+
+        def reader() -> None:
+            seen: set[str] = set()
+            while not stop.is_set():
+                snap = resolver.snapshot()
+                snapshots[0] += 1
+                missing = [r for r in kept if r in seen and r not in snap]
+                if missing:
+                    problems.append(f"{len(missing)} kept references vanished, e.g. {missing[0]}")
+                    return
+                if any(facts.reference != ref for ref, facts in snap.items()):
+                    problems.append("a reference mapped to another's facts")
+                    return
+                seen.update(r for r in kept if r in snap)
+
+        thread = threading.Thread(target=reader)
+        resolver.start()
+        thread.start()
+        try:
+            resolver.notify()
+            assert resolver.wait_for(lambda r: len(r.snapshot()) == len(wanted), 60)
+            publishes = resolver.publishes
+            assert resolver.wait_for(lambda r: r.publishes >= publishes + 4, 30)  # re-resolutions land
+            wanted.difference_update(dropped)
+            resolver.notify()
+            assert resolver.wait_for(lambda r: set(r.snapshot()) == set(kept), 30)
+            publishes = resolver.publishes
+            assert resolver.wait_for(lambda r: r.publishes >= publishes + 4, 30)
+            assert set(resolver.snapshot()) == set(kept)
+        finally:
+            stop.set()
+            thread.join(10)
+            resolver.stop()
+        assert problems == [] and snapshots[0] > 100
+    finally:
+        registry.stop()
