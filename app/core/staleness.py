@@ -104,17 +104,32 @@ class FingerprintMemo:
     changing), so an entry is never out of date; `prune` drops the entries of replaced objects."""
 
     def __init__(self) -> None:
-        self._by_id: dict[int, tuple[AgentRuntime, Mapping[str, str] | None, tuple[InjectedSkill, ...], str]] = {}
+        # The skills themselves are rebuilt per call (cheap); only the hash is worth keeping.
+        self._by_id: dict[int, tuple[AgentRuntime, Mapping[str, str] | None, str]] = {}
 
     def get(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[tuple[InjectedSkill, ...], str]:
-        references = options.references(runtime) if options.references is not None and runtime.spec.skills else None
+        references = self._references(runtime, options)
+        skills = injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()
+        return skills, self._fingerprint(runtime, references, skills)
+
+    def fingerprint(self, runtime: AgentRuntime, options: StalenessOptions) -> str:
+        """The fingerprint of what would be injected now for `runtime` ("" for nothing)."""
+        return self._fingerprint(runtime, self._references(runtime, options), None)
+
+    @staticmethod
+    def _references(runtime: AgentRuntime, options: StalenessOptions) -> Mapping[str, str] | None:
+        return options.references(runtime) if options.references is not None and runtime.spec.skills else None
+
+    def _fingerprint(self, runtime: AgentRuntime, references: Mapping[str, str] | None,
+                     skills: tuple[InjectedSkill, ...] | None) -> str:
         hit = self._by_id.get(id(runtime))
         if hit is not None and hit[0] is runtime and hit[1] == references:
-            return hit[2], hit[3]
-        skills = injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()
+            return hit[2]
+        if skills is None:
+            skills = injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()
         fingerprint = skills_fingerprint(skills) if skills else ""
-        self._by_id[id(runtime)] = (runtime, references, skills, fingerprint)
-        return skills, fingerprint
+        self._by_id[id(runtime)] = (runtime, references, fingerprint)
+        return fingerprint
 
     def prune(self, current: Callable[[AgentRuntime], bool]) -> None:
         """Keep only the entries whose AgentRuntime `current` says is still the live object."""
@@ -186,7 +201,9 @@ def pod_staleness(
     else:  # a record from before the fingerprint: its skills map is all it says
         stale = dict(record.skills) != {s.name: s.image for s in wanted}
     if not stale:
-        return verdict(False, CURRENT, runtime, expected_fingerprint=fingerprint)
+        # One string for both fingerprints (they are equal): thousands of verdicts are kept.
+        return Staleness(False, CURRENT, namespace, name, runtime, runtime.metadata.name,
+                         recorded_fingerprint=fingerprint if record.fingerprint else "", expected_fingerprint=fingerprint)
     lines = _differences(record, _injected_in_pod(obj, record), wanted)
     if recorded_name and recorded_name != runtime.metadata.name:
         lines = (f'AgentRuntime "{recorded_name}" -> "{runtime.metadata.name}"', *lines)

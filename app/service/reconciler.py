@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Literal
 from app.core.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core.rollout import pod_facts, pod_key, roll_hint
+from app.core.rollout import pod_key, roll_hint
 from app.core.staleness import FingerprintMemo, Staleness, StalenessOptions, pod_staleness
 
 from .metrics import WebhookMetrics
@@ -127,7 +127,7 @@ class Reconciler:
         self._sweep_at = 0
         self._complete = False  # every pod has been judged once
         self._last_full = -float("inf")
-        self._runtimes: dict[RuntimeKey, AgentRuntime] = {}
+        self._runtimes: dict[int, AgentRuntime] = {}
         self._runtimes_dirty = True
         self._published: dict[tuple[str, str], int] = {}
         self._reported: dict[RuntimeKey, _Reported] = {}
@@ -286,11 +286,9 @@ class Reconciler:
         self._last_full = now
         self._runtimes_dirty = True  # the index is compared in full too: a missed change cannot last
         self._prune_memo()
-        keys = [p.key for p in self._store.snapshot()] if hasattr(self._store, "snapshot") else \
-            [pod_key(p) for p in self._store.all()]
-        listed = set(keys)
-        keys += [key for key in self._state.keys() if key not in listed]  # gone meanwhile: forgotten
-        self._sweep, self._sweep_at = keys, 0
+        keys = self._store.keys() if hasattr(self._store, "keys") else [pod_key(p) for p in self._store.all()]
+        # And the judged pods that are gone meanwhile, to be forgotten.
+        self._sweep, self._sweep_at = keys + list(self._state.key_set() - set(keys)), 0
 
     def _judge_key(self, key: PodKey, options: StalenessOptions, *, reuse: bool) -> None:
         pod = self._store.get(*key)
@@ -310,32 +308,31 @@ class Reconciler:
             return False
         verdict = previous.verdict
         runtime = verdict.runtime
-        if runtime is None or self.index.get(*runtime.key) is not runtime:
+        if runtime is None or self.index.get(verdict.namespace, verdict.agent_runtime) is not runtime:
             return False
         if verdict.problems:
             return True
-        return self._memo.get(runtime, options)[1] == verdict.expected_fingerprint
+        return self._memo.fingerprint(runtime, options) == verdict.expected_fingerprint
 
     def _judge(self, key: PodKey, pod: Any, options: StalenessOptions) -> None:
         self.judgments += 1
-        self._state.put(key, Judged(pod, pod_facts(pod), pod_staleness(pod, self.index, options, self._memo)))
+        self._state.put(key, Judged(pod, pod_staleness(pod, self.index, options, self._memo)))
 
     def _prune_memo(self) -> None:
-        self._memo.prune(lambda runtime: self.index.get(*runtime.key) is runtime)
+        live = {id(runtime) for runtime in self.index.all()}
+        self._memo.prune(lambda runtime: id(runtime) in live)
 
     def _changed_namespaces(self) -> set[str]:
+        """Namespaces whose AgentRuntimes changed since the last call: the index replaces an object on
+        every change, so comparing object identities (set operations in C) finds them."""
         if self._notified and not self._runtimes_dirty:
             return set()
         self._runtimes_dirty = False
-        previous, current = self._runtimes, {}
-        changed: set[str] = set()
-        for runtime in self.index.all():
-            key = runtime.key
-            current[key] = runtime
-            if previous.get(key) is not runtime:
-                changed.add(key[0])
-        changed.update(key[0] for key in previous.keys() - current.keys())
-        self._runtimes = current
+        runtimes = self.index.all()
+        current = dict(zip(map(id, runtimes), runtimes))
+        previous, self._runtimes = self._runtimes, current  # holding them keeps their ids unique
+        changed = {current[i].metadata.namespace for i in current.keys() - previous.keys()}
+        changed.update(previous[i].metadata.namespace for i in previous.keys() - current.keys())
         if len(self._memo) > 2 * len(current) + 100:
             self._prune_memo()
         return changed

@@ -2,8 +2,7 @@
 
 A pass must cost what changed, not what is cached (README "When skills change"): putting one verdict in
 or taking one out updates, in O(1), the indexes every later step reads: the pods of each namespace (an
-AgentRuntime change re-judges its namespace), the pods that answer to each AgentRuntime (a rollout's
-members), the stale pods per AgentRuntime (what an Event reports) and the gauge's counts, with the labels
+AgentRuntime change re-judges its namespace), the stale pods per AgentRuntime (what an Event reports) and the gauge's counts, with the labels
 and AgentRuntimes whose numbers moved since they were last published.
 """
 
@@ -11,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from app.core.rollout import PodFacts
+from app.core.rollout import PodFacts, pod_facts
 from app.core.staleness import Staleness
 
 PodKey = tuple[str, str]  # (namespace, pod name)
@@ -19,14 +18,19 @@ RuntimeKey = tuple[str, str]  # (namespace, AgentRuntime name)
 
 
 class Judged:
-    """One pod's verdict, with the pod object it was made from and what a rollout reads of it."""
+    """One pod's verdict, with the pod object it was made from and what a rollout reads of it (kept for
+    a pod dict; read from a compact record's own fields when asked, which costs less than keeping it)."""
 
-    __slots__ = ("pod", "facts", "verdict")
+    __slots__ = ("pod", "_facts", "verdict")
 
-    def __init__(self, pod: Any, facts: PodFacts, verdict: Staleness) -> None:
+    def __init__(self, pod: Any, verdict: Staleness) -> None:
         self.pod = pod
-        self.facts = facts
+        self._facts = pod_facts(pod) if isinstance(pod, dict) else None
         self.verdict = verdict
+
+    @property
+    def facts(self) -> PodFacts:
+        return self._facts if self._facts is not None else pod_facts(self.pod)
 
     @property
     def stale(self) -> bool:
@@ -51,7 +55,6 @@ class JudgedPods:
     def __init__(self) -> None:
         self._judged: dict[PodKey, Judged] = {}
         self._namespaces: dict[str, set[PodKey]] = {}
-        self._members: dict[RuntimeKey, dict[PodKey, Judged]] = {}
         self._stale: dict[RuntimeKey | None, dict[PodKey, Judged]] = {}  # None: no AgentRuntime matches
         self.counts: dict[tuple[str, str], int] = {}
         # Moved since the caller last took them (`take_labels`, `take_runtimes`).
@@ -73,12 +76,17 @@ class JudgedPods:
     def keys(self) -> list[PodKey]:
         return list(self._judged)
 
+    def key_set(self) -> set[PodKey]:
+        return set(self._judged)
+
     def in_namespace(self, namespace: str) -> set[PodKey]:
         return set(self._namespaces.get(namespace, ()))
 
     def members(self, runtime: RuntimeKey) -> list[Judged]:
-        """Every judged pod the AgentRuntime matches now, stale or not."""
-        return list(self._members.get(runtime, {}).values())
+        """Every judged pod the AgentRuntime matches now, stale or not (read from its namespace's pods: only
+        a rollout asks, and an index per AgentRuntime would cost memory for every pod)."""
+        judged = [self._judged[key] for key in self._namespaces.get(runtime[0], ())]
+        return [j for j in judged if j.runtime_key == runtime]
 
     def stale_of(self, runtime: RuntimeKey | None) -> list[Judged]:
         return list(self._stale.get(runtime, {}).values())
@@ -108,8 +116,6 @@ class JudgedPods:
         self._judged[key] = judged
         self._namespaces.setdefault(key[0], set()).add(key)
         runtime = judged.runtime_key
-        if runtime is not None:
-            self._members.setdefault(runtime, {})[key] = judged
         if judged.stale:
             self._stale.setdefault(runtime, {})[key] = judged
             label = judged.label
@@ -125,8 +131,6 @@ class JudgedPods:
             if not keys:
                 del self._namespaces[key[0]]
         runtime = old.runtime_key
-        if runtime is not None:
-            _discard(self._members, runtime, key)
         if old.stale:
             _discard(self._stale, runtime, key)
             label = old.label

@@ -197,6 +197,11 @@ class PodStore:
     def all(self) -> list[PodSummary]:
         return list(self.snapshot())
 
+    def keys(self) -> list[tuple[str, str]]:
+        """Every (namespace, name), as of one moment."""
+        with self._lock:
+            return list(self._by_key)
+
     def namespaces(self) -> list[str]:
         with self._lock:
             return list(self._by_namespace)
