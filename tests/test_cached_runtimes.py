@@ -52,8 +52,8 @@ def test_a_stored_invalid_agentruntime_denies_its_pods_with_422(entry, options, 
 
 def test_the_verdict_is_computed_once_per_version_not_per_pod(monkeypatch):
     calls = []
-    real = cache.stored_object_errors
-    monkeypatch.setattr(cache, "stored_object_errors", lambda obj, options: calls.append(1) or real(obj, options))
+    real = cache.stored_object_verdict
+    monkeypatch.setattr(cache, "stored_object_verdict", lambda obj, options: calls.append(1) or real(obj, options))
     index = index_with(runtime_object("rt", skills=[skill("s")]))
     for _ in range(50):
         assert mutate(index)[-1].allowed

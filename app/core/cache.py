@@ -14,33 +14,29 @@ from typing import Any
 from pydantic import ValidationError
 
 from .model import AgentRuntime
-from .validation import ValidationOptions, skills_source, stored_object_errors
+from .validation import ValidationOptions, stored_object_verdict
 from .validation.skills import SKILLS_PATH
 
 
 def cached_runtime(obj: dict[str, Any], options: ValidationOptions) -> AgentRuntime | None:
     """The cacheable AgentRuntime of `obj`, carrying its problems; None when not even its name and
-    target can be read (such an object can match no pod)."""
-    problems = stored_object_errors(obj, options)
-    skills = None if problems else _annotation_skills(obj, options)
+    target can be read (such an object can match no pod). One reading of the object: the rules that
+    need no other object, and where it declares its skills, in the same pass."""
+    problems, source = stored_object_verdict(obj, options)
     try:
         if problems:
             # Nothing of an invalid object is injected: keep what matching needs, and the verdict.
             # Without a usable target it can match no pod, so there is nothing to keep.
             runtime = AgentRuntime.for_cache(obj, options.domain, skills=[])
             return runtime.with_problems(problems) if _has_target(runtime) else None
+        # Validation has said that the annotation, when it holds the skills, parses and that
+        # spec.skills is not declared too; its list then replaces spec.skills.
+        skills = source.raw if source.path != SKILLS_PATH else None
         return AgentRuntime.for_cache(obj, options.domain, skills=skills)
     except ValidationError:
         if not problems:
             raise  # validation passed, so the model must accept it: a disagreement is a bug
         return None
-
-
-def _annotation_skills(obj: dict[str, Any], options: ValidationOptions) -> Any:
-    """The skill list of the annotation, when that is where the object declares it (validation has
-    already said it parses and that spec.skills is not declared too); None for spec.skills."""
-    source = skills_source(obj, options.domain)
-    return source.raw if source.path != SKILLS_PATH else None
 
 
 def _has_target(runtime: AgentRuntime) -> bool:

@@ -119,7 +119,11 @@ def load_trusted_documents(text: str) -> list[Any]:
 
 class _JsonCompatibleResolver(Resolver):
     """YAML 1.1 scalars as Kubernetes reads them: timestamps stay strings (a creationTimestamp is a
-    string in every API object), and "=" and "<<" are plain strings rather than special tags."""
+    string in every API object), and "=" and "<<" are plain strings rather than special tags.
+
+    `resolve` is PyYAML's, in one dictionary look-up for a scalar whose first character no implicit
+    tag starts with (most of them: names, images, paths), and without the path resolvers (there are
+    none): libyaml calls it once per node, so it is most of the Python work of a load."""
 
     yaml_implicit_resolvers = {
         first: [
@@ -130,14 +134,56 @@ class _JsonCompatibleResolver(Resolver):
         for first, resolvers in Resolver.yaml_implicit_resolvers.items()
     }
 
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # no path resolvers
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    # Plain scalar -> its tag, for this load: keys and many values repeat in every document.
+    _plain_tags: dict[str, str]
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is ScalarNode:
+            if not implicit[0]:
+                return _STR_TAG
+            tag = self._plain_tags.get(value)
+            if tag is None:
+                tag = _plain_tag(value)
+                if len(value) <= _REMEMBERED_SCALAR and len(self._plain_tags) < _REMEMBERED_SCALARS:
+                    self._plain_tags[value] = tag
+            return tag
+        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+
+_REMEMBERED_SCALAR = 64  # characters: longer plain scalars are resolved afresh each time
+_REMEMBERED_SCALARS = 65_536  # per load
+
+
+def _plain_tag(value: str) -> str:
+    for tag, pattern in _IMPLICIT_BY_FIRST.get(value[:1], _IMPLICIT_ANY_FIRST):
+        if pattern.match(value):
+            return tag
+    return _STR_TAG
+
+
+# First character -> the implicit resolvers BaseResolver.resolve tries for it, in its order
+# (those registered for that character, then those for any character).
+_IMPLICIT_ANY_FIRST = tuple(_JsonCompatibleResolver.yaml_implicit_resolvers.get(None, ()))
+_IMPLICIT_BY_FIRST = {
+    first: tuple(resolvers) + _IMPLICIT_ANY_FIRST
+    for first, resolvers in _JsonCompatibleResolver.yaml_implicit_resolvers.items()
+    if first is not None
+}
+
 
 class _JsonCompatibleConstructor(SafeConstructor):
     """Only null, booleans, numbers, strings, sequences and mappings with string keys. Any other
     tag (!!binary, !!set, !!timestamp, !!python/..., custom !tags) is an error, never an object.
 
-    Documents are built by one recursive walk instead of PyYAML's generator machinery: twice as
-    fast, which lets the file source load 10,000 AgentRuntimes in well under a second. It recurses
-    as deep as the document nests: bounded by the guarded composer for untrusted text."""
+    Documents are built by one recursive walk (`_build`) instead of PyYAML's generator machinery:
+    several times faster, which lets the file source load 10,000 AgentRuntimes quickly. It recurses
+    as deep as the document nests, at most MAX_DEPTH."""
 
     # Scalars only: sequences and mappings are built by _build. A collection with another tag, or a
     # scalar with a collection's tag, finds no constructor here and is refused by construct_undefined.
@@ -156,7 +202,7 @@ class _JsonCompatibleConstructor(SafeConstructor):
     def construct_document(self, node: Node) -> Any:
         built: dict[int, Any] = {}  # an aliased collection is built once and shared, as PyYAML does
         try:
-            return self._build(node, built)
+            return _build(self, node, built, 1)
         finally:
             self.constructed_objects.clear()
 
@@ -171,37 +217,57 @@ class _JsonCompatibleConstructor(SafeConstructor):
             value = super().construct_object(node, deep)
         except ValueError as exc:  # int() of a hexadecimal or sexagesimal beyond the digit limit
             raise ConstructorError(None, None, f"number {node.value[:40]!r} cannot be read: {exc}", node.start_mark) from None
+        except KeyError:  # `!!bool maybe`: PyYAML looks the word up and finds nothing
+            raise ConstructorError(None, None, f"{node.value[:40]!r} is not a {node.tag.rpartition(':')[2]}", node.start_mark) from None
         if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
             raise ConstructorError(None, None, out_of_range_message(node.value), node.start_mark)
         if type(value) is float and not math.isfinite(value):
             raise ConstructorError(None, None, f"{node.value[:40]} is not a number JSON can hold", node.start_mark)
         return value
 
-    def _build(self, node: Node, built: dict[int, Any]) -> Any:
-        if isinstance(node, ScalarNode):
-            return node.value if node.tag == _STR_TAG else self.construct_object(node)
-        done = built.get(id(node))
-        if done is not None:
-            return done
-        if isinstance(node, SequenceNode) and node.tag == _SEQ_TAG:
-            items: list[Any] = []
-            built[id(node)] = items
-            items.extend(self._build(child, built) for child in node.value)
-            return items
-        if isinstance(node, MappingNode) and node.tag == _MAP_TAG:
-            mapping: dict[str, Any] = {}
-            built[id(node)] = mapping
-            for key_node, value_node in node.value:
-                key = self._build(key_node, built)
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def _build(loader: _JsonCompatibleConstructor, node: Node, built: dict[int, Any], depth: int) -> Any:
+    """The JSON-compatible value of `node` at nesting `depth` (1 for a document's root)."""
+    node_type = type(node)
+    if node_type is ScalarNode:
+        tag = node.tag
+        if tag == _STR_TAG:
+            return node.value
+        if tag == _NULL_TAG:
+            return None
+        return loader.construct_object(node)
+    done = built.get(id(node))
+    if done is not None:
+        return done
+    if depth > MAX_DEPTH:
+        raise ConstructorError(None, None, f"nesting deeper than {MAX_DEPTH} levels", node.start_mark)
+    depth += 1
+    if node_type is MappingNode and node.tag == _MAP_TAG:
+        mapping: dict[str, Any] = {}
+        built[id(node)] = mapping
+        for key_node, value_node in node.value:
+            if type(key_node) is ScalarNode and key_node.tag == _STR_TAG:
+                key = key_node.value
+            else:
+                key = _build(loader, key_node, built, depth)
                 if not isinstance(key, str):
                     # JSON keys are strings; sigs.k8s.io/yaml turns `1:`, `true:` and `null:` into
                     # "1", "true", "null". Converted before insertion: as Python keys 1 and True collide.
                     key = _key_text(key, key_node)
-                if key in mapping:
-                    raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
-                mapping[key] = self._build(value_node, built)
-            return mapping
-        return self.construct_object(node)  # an explicit tag on a collection: refused there
+            if key in mapping:
+                raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
+            mapping[key] = _build(loader, value_node, built, depth)
+        return mapping
+    if node_type is SequenceNode and node.tag == _SEQ_TAG:
+        items: list[Any] = []
+        built[id(node)] = items
+        for child in node.value:
+            items.append(_build(loader, child, built, depth))
+        return items
+    return loader.construct_object(node)  # an explicit tag on a collection: refused there
 
 
 def _key_text(key: Any, node: Node) -> str:
@@ -248,12 +314,14 @@ if CParser is not None:
             Composer.__init__(self)
             _JsonCompatibleConstructor.__init__(self)
             _JsonCompatibleResolver.__init__(self)
+            self._plain_tags = {}
 
     class _TrustedLoader(_JsonCompatibleConstructor, CParser, _JsonCompatibleResolver):
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             _JsonCompatibleConstructor.__init__(self)
             _JsonCompatibleResolver.__init__(self)
+            self._plain_tags = {}
 
 else:  # pragma: no cover - PyYAML built without libyaml
 
@@ -267,6 +335,7 @@ else:  # pragma: no cover - PyYAML built without libyaml
             Composer.__init__(self)
             _JsonCompatibleConstructor.__init__(self)
             _JsonCompatibleResolver.__init__(self)
+            self._plain_tags = {}
 
     # Without libyaml there is no fast path to keep: the guarded loader reads admin files too (so
     # they may not use anchors there either).

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from . import cli_certs, cli_inspect, cli_manifests, cli_mutate, cli_stale, cli_validate
 from .settings import Settings
+
+# The other subcommands, each a module with `add_parser(subparsers)` and `run(args)`. Imported only
+# when the command line is not `serve`: they bring the registry client, cryptography and the
+# manifests, which `serve` does not need to start (it imports what it uses itself).
+SUBCOMMAND_MODULES = ("cli_validate", "cli_mutate", "cli_certs", "cli_manifests", "cli_inspect", "cli_stale")
 
 
 def _flag(name: str) -> str:
@@ -56,14 +61,18 @@ def run_serve(args: argparse.Namespace) -> int:
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, serve_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with `serve_only`, just enough to parse a `serve` command."""
     parser = argparse.ArgumentParser(
         prog="skill-webhook",
         description="Admission webhooks that mount AI-agent skills (OCI images) into agent pods.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(subparsers)
-    for module in (cli_validate, cli_mutate, cli_certs, cli_manifests, cli_inspect, cli_stale):
+    if serve_only:
+        return parser
+    for name in SUBCOMMAND_MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
         before = set(subparsers.choices)
         module.add_parser(subparsers)
         for name in set(subparsers.choices) - before:
@@ -73,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `skill-webhook serve ...` is parsed by the serve parser alone; anything else (`--help`, another
+    # subcommand, a mistake) sees every subcommand.
+    args = build_parser(serve_only=bool(argv) and argv[0] == "serve").parse_args(argv)
     return int(args.handler(args) or 0)
 
 

@@ -10,6 +10,7 @@ from .agentruntime import (
     ValidationOptions,
     review_agentruntime,
     stored_object_errors,
+    stored_object_verdict,
     target_group_problem,
     validate_agentruntime,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "check_skills",
     "skills_source",
     "stored_object_errors",
+    "stored_object_verdict",
     "target_group_problem",
     "validate_documents",
     "ErrorType",

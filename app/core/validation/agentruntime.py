@@ -34,7 +34,7 @@ from . import fields as f
 from .fields import FieldPath
 from .findings import Findings, ValidationReport, short_value, type_name, well_typed
 from .images import check_image_facts
-from .skills import check_skills, skills_source
+from .skills import SkillsSource, check_skills, skills_source
 
 # The API group each target kind lives in; a targetRef in another group can never match a pod.
 TARGET_KIND_GROUPS = {
@@ -97,7 +97,15 @@ def stored_object_errors(obj: Any, options: ValidationOptions = DEFAULT_OPTIONS)
     one-per-workload): for the re-check of cached objects, which may have been stored before the
     validating webhook existed, while it was down, or read from a file. Pass the object as stored
     (with its annotations: they may hold the skills). Never raises; empty when the object is valid."""
-    return tuple(_check_object(obj, "UPDATE", None, options, None, namespace_hint="").errors)
+    return stored_object_verdict(obj, options)[0]
+
+
+def stored_object_verdict(obj: Any, options: ValidationOptions = DEFAULT_OPTIONS) -> tuple[tuple[str, ...], SkillsSource]:
+    """stored_object_errors, and where the object declares its skills (found on the way, so that a
+    cache builds its runtime from the same reading of the object in the same pass)."""
+    findings, source = _check_object(obj, "UPDATE", None, options, None, namespace_hint="")
+    # Only the errors decide a stored object's verdict: its warnings are not rendered at all.
+    return findings.error_texts(_field_order(options.domain)), source
 
 
 def validate_agentruntime(
@@ -114,7 +122,8 @@ def validate_agentruntime(
     targets is an error. An UPDATE never counts the object itself; it is an error only when the
     update moves targetRef onto a taken workload (`old_object` tells; without it every UPDATE is
     treated as a move), and a warning when the pair predates it, so that such objects stay editable."""
-    return _check_object(obj, operation, index, options, old_object, namespace_hint="")
+    findings, _ = _check_object(obj, operation, index, options, old_object, namespace_hint="")
+    return findings.report(_field_order(options.domain))
 
 
 def review_agentruntime(
@@ -133,7 +142,8 @@ def review_agentruntime(
     meta = obj.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
     name = name if isinstance(name, str) and name else request.name
-    report = _check_object(obj, request.operation, index, options, request.old_object, request.namespace)
+    findings, _ = _check_object(obj, request.operation, index, options, request.old_object, request.namespace)
+    report = findings.report(_field_order(options.domain))
     if report.allowed:
         return AdmissionDecision(warnings=report.warnings, runtime=name or None)
     # The API server's own wording for a rejected object.
@@ -155,11 +165,11 @@ def _check_object(
     options: ValidationOptions,
     old_object: Any,
     namespace_hint: str,
-) -> ValidationReport:
+) -> tuple[Findings, SkillsSource]:
     findings = Findings()
     if not isinstance(obj, dict):
         findings.add(f.invalid(_ROOT, type_name(obj), "must be an object (an AgentRuntime)"))
-        return findings.report(FIELD_ORDER)
+        return findings, skills_source(obj, options.domain)
     _check_type_meta(obj, options.agentruntime_api, findings)
     name, namespace = _check_metadata(obj.get("metadata"), findings)
     spec = obj.get("spec")
@@ -179,7 +189,7 @@ def _check_object(
     check_skills(source.raw, findings, options.registry_allow, source.path)
     if options.supply is not None:
         check_image_facts(source.raw, source.path, findings, options.supply)
-    return findings.report(_field_order(options.domain))
+    return findings, source
 
 
 @functools.lru_cache(maxsize=8)

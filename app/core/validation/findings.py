@@ -64,6 +64,12 @@ class Findings:
         built = self.typed(model, raw, base)
         return None if built is None else dict(built)
 
+    def error_texts(self, order: Mapping[str, Mapping[str, int]]) -> tuple[str, ...]:
+        """The errors of `report`, rendered and in the same order, without the warnings."""
+        if not self.errors:
+            return ()
+        return tuple(str(e) for e in sorted(self.errors, key=lambda error: f.field_order_key(error.path, order)))
+
     def report(self, order: Mapping[str, Mapping[str, int]]) -> ValidationReport:
         """Errors and warnings rendered, each sorted by field (stable: one field keeps its order)."""
 
