@@ -454,3 +454,26 @@ def test_readers_never_miss_a_reference_while_batches_land() -> None:
         assert problems == [] and snapshots[0] > 100
     finally:
         registry.stop()
+
+
+def test_re_resolutions_keep_to_a_tenth_of_a_core_and_new_references_skip_the_line() -> None:
+    # 3,000 images every 50 ms would keep the thread busy all the time (and with it the GIL that
+    # admission needs): re-resolutions fall behind instead, and a new reference still goes first.
+    refs = [f"fast.example/skills/s{i:05d}:v1" for i in range(3000)]
+    resolver = SkillImageResolver(InstantRegistry, interval=0.05, wanted=lambda: refs)
+    resolver.start()
+    try:
+        resolver.notify()
+        assert resolver.wait_for(lambda r: len(r.snapshot()) == len(refs), 60)
+        time.sleep(0.5)
+        cpu, wall, done = thread_cpu(resolver._thread), time.monotonic(), resolver.resolutions
+        time.sleep(3.0)
+        share = (thread_cpu(resolver._thread) - cpu) / (time.monotonic() - wall)
+        assert share < 0.35, share  # about 0.1; unbounded it is close to 1
+        assert resolver.resolutions > done + 100  # still re-resolving, at the pace the share allows
+        assert resolver.behind > 0.05
+        new = "fast.example/skills/newcomer:v1"
+        resolver.want([new])
+        assert resolver.wait_for(lambda r: r.facts(new) is not None, 5)
+    finally:
+        resolver.stop()

@@ -51,6 +51,9 @@ _WANTED_EVERY_MIN = 10.0  # without notifications, wanted() is read again every 
 _DISPATCH_TICK = 0.05  # due re-resolutions are handed out in ticks, at most this often
 _JITTER = 0.1  # each re-resolution lands interval * (1 ± this) after the last one
 _PACE = 2.0  # scheduled re-resolutions run at most this many times the average rate
+_CPU_SHARE = 0.1  # ...and while this thread stays under this share of one core (see _dispatch)
+_CPU_WINDOW = 0.25  # seconds of that share that can be saved up, or owed
+_WORK_AHEAD = 4  # scheduled re-resolutions queued ahead, per worker
 
 
 def _noop(*_: Any) -> None:
@@ -153,6 +156,10 @@ class SkillImageResolver:
     front of the work queue; every other re-resolution waits for its own time, `interval` after the
     last one give or take 10 %, so 10,000 images at 5 min are about 33 lookups a second rather than a
     burst of 10,000 every 5 minutes, and a re-resolution pace above twice that average is held back.
+    Re-resolutions also stop while the thread has used more than a tenth of a core (an HTTP lookup
+    costs about a millisecond of CPU here): this thread shares the GIL with admission, so with more
+    images than that allows per interval they fall behind (`behind` says by how long) rather than
+    slow `/mutate` down. New and refreshed references are never held back.
     Results reach readers in batches (one mapping swap at most every 0.5 s, or per 256 results), so
     the work per resolution stays constant whatever the number of images, and the thread sleeps when
     nothing is due."""
@@ -203,6 +210,9 @@ class SkillImageResolver:
         self._tokens = 0.0
         self._tokens_at = 0.0
         self._last_dispatch = -math.inf
+        self._cpu_credit = _CPU_SHARE * _CPU_WINDOW
+        self._cpu_at = 0.0
+        self._cpu_used = 0.0
         self._sleep_until = math.inf
         self._failures: dict[str, int] = {}
         self._backoff_until: dict[str, float] = {}
@@ -215,6 +225,7 @@ class SkillImageResolver:
         self.publishes = 0  # mapping swaps
         self.resolutions = 0  # registry lookups finished
         self.wanted_reads = 0  # calls of the wanted callable
+        self.behind = 0.0  # seconds the most overdue re-resolution has waited (0: keeping up)
 
     @classmethod
     def from_settings(
@@ -320,7 +331,8 @@ class SkillImageResolver:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._digests = sum(1 for f in self.cache.snapshot().values() if f.digest)
-        self._tokens_at = time.monotonic()
+        self._tokens_at = self._cpu_at = time.monotonic()
+        self._cpu_used = time.thread_time()
         started.set()
         client = self._client_factory()
         workers = [loop.create_task(self._worker(client)) for _ in range(self.concurrency)]
@@ -373,6 +385,8 @@ class SkillImageResolver:
             due = max(top, self._last_dispatch + _DISPATCH_TICK)
             if self._tokens < 1.0:
                 due = max(due, now + (1.0 - self._tokens) / self._rate())
+            if self._cpu_credit <= 0.0:
+                due = max(due, now + (_DISPATCH_TICK - self._cpu_credit / _CPU_SHARE))
             deadline = min(deadline, due)
         return deadline - now
 
@@ -430,8 +444,16 @@ class SkillImageResolver:
         rate = self._rate()
         self._tokens = min(max(float(self.concurrency), rate), self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
+        # The CPU this thread may spend on re-resolutions accrues at _CPU_SHARE of a core; new and
+        # refreshed references are never held back by it.
+        cpu = time.thread_time()
+        limit = _CPU_SHARE * _CPU_WINDOW
+        credit = self._cpu_credit + _CPU_SHARE * (now - self._cpu_at) - (cpu - self._cpu_used)
+        self._cpu_credit = min(limit, max(-limit, credit))
+        self._cpu_at, self._cpu_used = now, cpu
         heap, next_at = self._heap, self._next_at
-        while self._tokens >= 1.0:
+        ahead = _WORK_AHEAD * self.concurrency
+        while self._tokens >= 1.0 and self._cpu_credit > 0.0 and len(self._work) < ahead:
             at = self._heap_top()
             if at is None or at > now:
                 break
@@ -439,7 +461,10 @@ class SkillImageResolver:
             del next_at[ref]
             self._tokens -= 1.0
             self._enqueue(ref, urgent=False)
-            self._last_dispatch = now
+        top = self._heap_top()
+        self.behind = now - top if top is not None and top <= now else 0.0
+        if top is not None and top <= now:
+            self._last_dispatch = now  # what is still due waits for the next tick
         if len(heap) > 2 * len(next_at) + 1024:
             self._heap = [(at, ref) for ref, at in next_at.items() if at != math.inf]
             heapq.heapify(self._heap)
