@@ -4,16 +4,23 @@ it was down, or read from a file) is re-checked once per version and its pods ar
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.core import cache
 from app.core.cache import cached_runtime
+from app.core.model import AgentRuntime
 from app.core.index import AgentRuntimeIndex
 from app.core.mutation import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core.validation import ValidationOptions
+from app.core.validation import ValidationOptions, validate_agentruntime
+from app.sources.base import bulk_load
+from app.sources.files import RuntimesFileError, read_runtimes_file
 from tests.builders import NAMESPACE, apply_and_recheck, container, deployment_pod, runtime_object, skill
 
 ROSSOCTL = Domain("rossoctl.io")
@@ -118,3 +125,65 @@ def test_no_key_of_the_object_can_set_its_verdict():
     obj["metadata"]["problems"] = ["forged"]
     assert AgentRuntime.from_object(obj).problems == ()
     assert cached_runtime(obj, ValidationOptions()).problems == ()
+
+
+# -- one pass: the verdict, the model and the garbage -------------------------------------------------
+
+_names = st.sampled_from(["a", "b", "c", "web-search", "Bad_Name"])
+_entries = st.builds(
+    lambda name, image, pull, extra: {**skill(name, image=image), **({"pullPolicy": pull} if pull else {}), **extra},
+    _names,
+    st.sampled_from([None, "ghcr.io/o/x:latest", "ghcr.io/o/x@sha256:" + "b" * 64, "docker.io/evil/x:v1"]),
+    st.sampled_from([None, "Always", "IfNotPresent", "Sometimes"]),
+    st.sampled_from([{}, {"note": "kept"}]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(_entries, max_size=5), in_annotation=st.booleans(), allow=st.sampled_from([(), ("ghcr.io",)]))
+def test_the_cached_model_is_the_fully_validated_one(entries, in_annotation: bool, allow) -> None:
+    """What cached_runtime builds in its one pass equals what full validation says and what
+    pydantic's model_validate builds of the same object, field by field that the cache keeps."""
+    options = ValidationOptions(registry_allow=allow)
+    obj = annotated(DEFAULT_DOMAIN, entries) if in_annotation else runtime_object("rt", skills=entries)
+    cached = cached_runtime(obj, options)
+    errors = validate_agentruntime(obj, operation="UPDATE", options=options).errors
+    assert cached is not None and list(cached.problems) == errors
+    full = AgentRuntime.model_validate({**obj, "spec": {**obj["spec"], "skills": entries}})
+    assert (cached.metadata.name, cached.metadata.namespace, cached.metadata.creationTimestamp) == (
+        full.metadata.name, full.metadata.namespace, full.metadata.creationTimestamp)
+    assert cached.spec.targetRef == full.spec.targetRef and cached.workload == full.workload
+    assert cached.spec.type == full.spec.type
+    assert cached.spec.skills == ([] if errors else full.spec.skills)
+
+
+def test_loading_a_file_leaves_no_reference_cycles(tmp_path):
+    """bulk_load freezes the new cache without a full collection: sound only while decoding a file
+    (YAML with anchors, JSON, invalid objects kept with their problems) leaves no cyclic garbage."""
+    documents = [runtime_object(f"rt{i}", target=f"d{i}", skills=[skill("s")]) for i in range(50)]
+    documents.append(runtime_object("bad", target="bad", skills=[skill("s", mount_path="/proc")]))
+    (tmp_path / "a.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
+    (tmp_path / "b.yaml").write_text("x: &a [1]\ny: *a\n---\n" + yaml.safe_dump_all(documents))
+    (tmp_path / "c.yaml").write_text("a: [1\n")  # broken: an error is raised and caught
+    for file in sorted(tmp_path.iterdir()):
+        gc.collect()
+        gc.disable()
+        try:
+            try:
+                runtimes = read_runtimes_file(file)
+            except RuntimesFileError:
+                runtimes = []
+            del runtimes
+            assert gc.collect() == 0, file.name
+        finally:
+            gc.enable()
+
+
+def test_bulk_load_leaves_the_cache_frozen_and_collection_on():
+    gc.enable()
+    before = gc.get_freeze_count()
+    with bulk_load():
+        assert not gc.isenabled()
+        kept = [{"n": [i]} for i in range(1000)]
+    assert gc.isenabled() and gc.get_freeze_count() >= before + len(kept)
+    gc.unfreeze()

@@ -240,3 +240,25 @@ def test_skills_in_the_annotation_of_another_domain(tmp_path: Path, capsys: pyte
     ]
     # Under the default domain the annotation is not ours: no skills, nothing wrong.
     assert run(str(path)) == 0
+
+
+def test_serve_is_parsed_without_importing_the_other_subcommands() -> None:
+    """`serve` does not pay at start for the registry client, cryptography and the manifests that the
+    other subcommands import; `--help` still lists every one of them."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from app.service import cli\n"
+        "args = cli.build_parser(serve_only=True).parse_args(['serve', '--port', '9443'])\n"
+        "assert args.handler is cli.run_serve and args.port == '9443'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('app.service.cli_')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.strip() == "[]"
+    from app.service import cli
+
+    choices = cli.build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public API
+    assert {"serve", "validate", "mutate", "certs", "ca-bundle", "manifests", "inspect", "stale"} <= set(choices)
+    assert all(choices[name].get_default("handler") is not None for name in choices)

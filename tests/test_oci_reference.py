@@ -172,3 +172,26 @@ def test_any_text_parses_or_is_refused_with_a_reason(text: str) -> None:
     else:
         assert reference.registry and reference.repository
         assert parse_reference(str(reference)) == reference
+
+
+def test_the_caches_of_value_checks_hold_no_hostile_strings() -> None:
+    """Verdicts are cached per value, but a value longer than any valid one is checked afresh: a cache
+    of thousands of 3 MiB strings would hold gigabytes."""
+    from app.core.validation import paths, skills
+
+    huge = "ghcr.io/o/" + "a" * (3 * 1024 * 1024)
+    checks = [
+        (parse_reference, (huge,)),
+        (skills.image_verdict, (huge, False, ())),
+        (skills.skill_name_problems, ("a" * 1_000_000,)),
+        (paths.mount_path_problems, ("/" + "a" * 1_000_000,)),
+    ]
+    for check, args in checks:
+        before = check.cache_info().currsize
+        for _ in range(2):
+            try:
+                check(*args)
+            except InvalidImageReference:
+                pass
+        assert check.cache_info().currsize == before, check.__name__
+    assert parse_reference("ghcr.io/o/x:v1") is parse_reference("ghcr.io/o/x:v1")  # short ones are cached
