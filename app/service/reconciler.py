@@ -118,8 +118,8 @@ class Reconciler:
         self._state = JudgedPods()
         self._memo = FingerprintMemo()
         self._shape: tuple[Any, ...] | None = None
-        # Pods judged in full so far (a verdict reused by a sweep is not counted): what a pass cost.
-        self.judgments = 0
+        # Pods judged in full so far (a verdict reused by a sweep is not counted), and steps taken.
+        self.judgments = self.passes = 0
         self._dirty: set[PodKey] = set()
         self._dirty_lock = threading.Lock()
         self._backlog: dict[PodKey, None] = {}  # changed pods not judged yet (an ordered set)
@@ -219,7 +219,7 @@ class Reconciler:
 
     def _step(self, budget: float | None) -> bool:
         """Judge for at most `budget` seconds (None: until done); True when work is left for the next."""
-        now = self._clock()
+        now, self.passes = self._clock(), self.passes + 1
         options = self._staleness() if callable(self._staleness) else self._staleness
         shape = (options.domain, options.image_volumes, options.trust_recorded_digests, options.references is None)
         if shape != self._shape:  # judged differently from now on: every verdict is made again
