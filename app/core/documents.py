@@ -259,13 +259,17 @@ def _build(loader: _JsonCompatibleConstructor, node: Node, built: dict[int, Any]
                     key = _key_text(key, key_node)
             if key in mapping:
                 raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
-            mapping[key] = _build(loader, value_node, built, depth)
+            # A string value (most of them) is taken here: one call fewer per scalar.
+            if type(value_node) is ScalarNode and value_node.tag == _STR_TAG:
+                mapping[key] = value_node.value
+            else:
+                mapping[key] = _build(loader, value_node, built, depth)
         return mapping
     if node_type is SequenceNode and node.tag == _SEQ_TAG:
         items: list[Any] = []
         built[id(node)] = items
         for child in node.value:
-            items.append(_build(loader, child, built, depth))
+            items.append(child.value if type(child) is ScalarNode and child.tag == _STR_TAG else _build(loader, child, built, depth))
         return items
     return loader.construct_object(node)  # an explicit tag on a collection: refused there
 

@@ -70,6 +70,7 @@ _ROOT = FieldPath()
 _METADATA = FieldPath(("metadata",))
 _spec_root = FieldPath(("spec",))
 _TARGET_REF = _spec_root.child("targetRef")
+_TYPE, _API_VERSION, _KIND = _spec_root.child("type"), _ROOT.child("apiVersion"), _ROOT.child("kind")
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,8 @@ def _check_object(
         findings.add(f.invalid(_spec_root, type_name(spec), "must be an object"))
     else:
         runtime_type = spec.get("type")
-        if _check_string(_spec_root.child("type"), runtime_type, findings) and runtime_type not in RUNTIME_TYPES:
-            findings.add(f.not_supported(_spec_root.child("type"), runtime_type, RUNTIME_TYPES))
+        if _check_string(_TYPE, runtime_type, findings) and runtime_type not in RUNTIME_TYPES:
+            findings.add(f.not_supported(_TYPE, runtime_type, RUNTIME_TYPES))
         target = _check_target_ref(spec.get("targetRef"), findings)
         if target is not None and index is not None:
             _check_target_conflict(target, namespace or namespace_hint, name, operation, index, old_object, findings)
@@ -200,10 +201,10 @@ def _field_order(domain: Domain) -> dict[str, dict[str, int]]:
 
 def _check_type_meta(obj: dict, wanted_api: str, findings: Findings) -> None:
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
-    path = _ROOT.child("apiVersion")
+    path = _API_VERSION
     if _check_string(path, api_version, findings) and api_group(api_version) != api_group(wanted_api):
         findings.add(f.not_supported(path, api_version, [wanted_api]))
-    path = _ROOT.child("kind")
+    path = _KIND
     if _check_string(path, kind, findings) and kind != AGENTRUNTIME_KIND:
         findings.add(f.not_supported(path, kind, [AGENTRUNTIME_KIND]))
 

@@ -20,11 +20,17 @@ def cached_when_short(maxsize: int, longest: int) -> Callable[[Callable[..., R]]
     def decorate(check: Callable[..., R]) -> Callable[..., R]:
         cached = functools.lru_cache(maxsize=maxsize)(check)
 
-        @functools.wraps(check)
-        def wrapper(value: str, *args: object) -> R:
-            if len(value) <= longest:
-                return cached(value, *args)
-            return check(value, *args)
+        if check.__code__.co_argcount == 1:  # no *args to pack on the common one-string checks
+
+            @functools.wraps(check)
+            def wrapper(value: str) -> R:
+                return cached(value) if len(value) <= longest else check(value)
+
+        else:
+
+            @functools.wraps(check)
+            def wrapper(value: str, *args: object) -> R:  # type: ignore[misc]
+                return cached(value, *args) if len(value) <= longest else check(value, *args)
 
         wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
         wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]

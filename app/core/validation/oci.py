@@ -103,6 +103,14 @@ def parse_reference(text: str) -> ImageReference:
             raise InvalidImageReference(
                 "tag must be 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'"
             )
+    registry, path = _repository(name)
+    return ImageReference(registry, path, tag, digest if at else None)
+
+
+@cached_when_short(maxsize=4096, longest=MAX_NAME_LENGTH)
+def _repository(name: str) -> tuple[str, str]:
+    """(registry, path) of a name without tag or digest, normalised; raises InvalidImageReference.
+    Cached apart from the whole reference: one repository comes with many tags and digests."""
     if not name:
         raise InvalidImageReference("repository name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
@@ -114,7 +122,7 @@ def parse_reference(text: str) -> ImageReference:
     registry = _normalise_registry(registry)
     if registry == DOCKER_HUB and "/" not in path:
         path = f"{DOCKER_HUB_OFFICIAL_NAMESPACE}/{path}"
-    return ImageReference(registry, path, tag, digest if at else None)
+    return registry, path
 
 
 def split_registry(name: str) -> tuple[str | None, str]:

@@ -269,7 +269,10 @@ def _check_overlaps(
     def at(i: int) -> FieldPath:
         return base.index(i).child("mountPath")
 
-    for position, same, other in overlaps(tuple(parts for _, parts in mount_paths)):
+    all_parts = tuple(parts for _, parts in mount_paths)
+    if len(set(map(len, all_parts))) == 1 and len(set(all_parts)) == len(all_parts):
+        return  # distinct paths of one depth: none can be inside another (the usual layout)
+    for position, same, other in overlaps(all_parts):
         i, first = mount_paths[position][0], mount_paths[other][0]
         if same:
             findings.add(f.duplicate(at(i), raw[i]["mountPath"], f"same directory as {at(first)}"))
