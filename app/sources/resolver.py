@@ -5,54 +5,37 @@ metadata, signature), re-resolves each every `interval`, and publishes the resul
 `SupplyCache`: an immutable mapping replaced in one assignment, so `/mutate` reads it without a lock
 and never waits for a registry. Requests in flight are bounded by `concurrency`; a registry that
 fails (down, stalling, 5xx, refusing our credentials) is backed off exponentially, per registry,
-while the others go on; the last known digest of a reference is kept through failures.
+while the others go on; the last known digest of a reference is kept through failures. One lookup
+is app.sources.image_lookup; when each reference is due again is app.sources.resolve_schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import heapq
 import logging
 import math
-import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from app.core.supply import (
-    ImageFacts,
-    SupplyCache,
-    annotations_of,
-    choose_platform_entry,
-    config_media_type,
-    index_entry_mountability,
-    intern,
-    is_index,
-    manifest_mountability,
-    skill_metadata,
-)
-from app.core.validation.oci import parse_reference
+from app.core.supply import ImageFacts, SupplyCache
 
-from .cosign import CosignKey, load_keys, verify_image
-from .registry import RegistryClient, RegistryError
+from .cosign import CosignKey, load_keys
+from .image_lookup import resolve_image, resolve_many
+from .registry import RegistryClient
+from .resolve_schedule import BACKOFF_KINDS, Schedule
+
+__all__ = ["BACKOFF_KINDS", "ResolverHooks", "SkillImageResolver", "resolve_image", "resolve_many"]
 
 log = logging.getLogger(__name__)
 
-# Failures that say the registry (not one reference) is in trouble: back off from it.
-BACKOFF_KINDS = frozenset({"timeout", "unreachable", "server_error", "tls", "unauthorized"})
 _PUBLISH_EVERY = 0.5  # results wait at most this long before readers see them...
 _PUBLISH_BATCH = 256  # ...or until this many wait
 _WANTED_GAP = 0.5  # notifications closer together than this share one read of wanted()
 _WANTED_EVERY_MIN = 10.0  # without notifications, wanted() is read again every max(interval, this)
-_DISPATCH_TICK = 0.05  # due re-resolutions are handed out in ticks, at most this often
-_JITTER = 0.1  # each re-resolution lands interval * (1 ± this) after the last one
-_PACE = 2.0  # scheduled re-resolutions run at most this many times the average rate
-_CPU_SHARE = 0.1  # ...and while this thread stays under this share of one core (see _dispatch)
-_CPU_WINDOW = 0.25  # seconds of that share that can be saved up, or owed
 _WORK_AHEAD = 4  # scheduled re-resolutions queued ahead, per worker
 
 
@@ -71,78 +54,6 @@ class ResolverHooks:
     on_resolution: Callable[[str, str, float], None] = _noop
     on_cached: Callable[[int], None] = _noop
     on_signature: Callable[[str], None] = _noop
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-async def resolve_image(
-    client: RegistryClient,
-    reference: str,
-    *,
-    verify: bool = False,
-    keys: Sequence[CosignKey] = (),
-    previous: ImageFacts | None = None,
-) -> ImageFacts:
-    """What the registry says about `reference` now. Never raises for registry trouble: the
-    result carries `error`, and keeps `previous`'s digest and facts when there were any."""
-    base = previous if previous is not None else ImageFacts.unresolved(reference)
-    if base.error_kind == "invalid":
-        return base
-    parsed = parse_reference(reference)
-    registry, repository = parsed.registry, parsed.repository
-    try:
-        if parsed.digest is not None:
-            manifest = await client.get_manifest(registry, repository, parsed.digest)
-        else:
-            manifest = await client.get_manifest(registry, repository, parsed.tag or "latest")
-        facts = await _describe(client, base, registry, repository, manifest)
-    except RegistryError as exc:
-        text = str(exc)
-        if exc.kind == "not_found" and base.digest is not None and parsed.digest is None:
-            text = "tag no longer resolves"
-        return base.with_error(exc.kind, text, _now())
-    if not verify:
-        return replace(facts, signature="off", signature_reason="")
-    verdict, reason = await verify_image(client, registry, repository, facts.digest or "", keys)
-    reason = intern(reason)
-    if verdict == "unknown" and previous is not None and previous.digest == facts.digest \
-            and previous.signature in ("verified", "unverified"):
-        # A registry hiccup on the signature tag does not undo what we verified for these bytes.
-        verdict, reason = previous.signature, previous.signature_reason
-    return replace(facts, signature=verdict, signature_reason=reason)
-
-
-async def _describe(client: RegistryClient, base: ImageFacts, registry: str, repository: str, manifest) -> ImageFacts:
-    annotations = annotations_of(manifest.document)
-    config_type = ""
-    if is_index(manifest.media_type, manifest.document):
-        entry = choose_platform_entry(manifest.document)
-        decision = index_entry_mountability(entry)
-        if decision is None and entry is not None:
-            child = await client.get_manifest(registry, repository, entry["digest"])
-            decision = manifest_mountability(str(entry.get("mediaType", "")), child.document)
-            config_type = config_media_type(child.document)
-            # Skill annotations usually sit on the image manifest; the index's own win where both say.
-            annotations = {**annotations_of(child.document), **annotations}
-    else:
-        decision = manifest_mountability(manifest.media_type, manifest.document)
-        config_type = config_media_type(manifest.document)
-    # Only the fields read from the annotations are kept, and repeated strings are shared: 10,000
-    # images must not hold 10,000 copies of the same media types and annotation mappings.
-    return replace(
-        base,
-        digest=intern(manifest.digest),
-        media_type=intern(manifest.media_type),
-        config_media_type=intern(config_type),
-        mountable=decision.mountable,
-        mount_reason=intern(decision.reason),
-        error=None,
-        error_kind=None,
-        resolved_at=_now(),
-        **skill_metadata(annotations),
-    )
 
 
 class SkillImageResolver:
@@ -195,8 +106,9 @@ class SkillImageResolver:
         self._wanted_set: set[str] = set()
         self._wanted_stale = True  # set by notify() from any thread: read wanted() again
         self._wanted_read_at = -math.inf
-        self._next_at: dict[str, float] = {}  # wanted, not queued: when to resolve next (inf: never)
-        self._heap: list[tuple[float, str]] = []  # (time, ref); an entry is live while _next_at agrees
+        # Wanted references that are neither queued nor in flight, by due time; backoff per registry.
+        self._schedule = Schedule(self.interval, self.concurrency, backoff_base=backoff_base,
+                                  backoff_max=self.backoff_max, on_set=self._due_earlier)
         self._queued: set[str] = set()  # waiting in a work queue or being resolved
         self._inflight: set[str] = set()
         self._again: set[str] = set()  # refresh asked for while in flight: resolve once more at once
@@ -207,15 +119,7 @@ class SkillImageResolver:
         self._prune = False
         self._publish_handle: asyncio.TimerHandle | None = None
         self._digests = 0
-        self._tokens = 0.0
-        self._tokens_at = 0.0
-        self._last_dispatch = -math.inf
-        self._cpu_credit = _CPU_SHARE * _CPU_WINDOW
-        self._cpu_at = 0.0
-        self._cpu_used = 0.0
         self._sleep_until = math.inf
-        self._failures: dict[str, int] = {}
-        self._backoff_until: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -225,7 +129,11 @@ class SkillImageResolver:
         self.publishes = 0  # mapping swaps
         self.resolutions = 0  # registry lookups finished
         self.wanted_reads = 0  # calls of the wanted callable
-        self.behind = 0.0  # seconds the most overdue re-resolution has waited (0: keeping up)
+
+    @property
+    def behind(self) -> float:
+        """Seconds the most overdue re-resolution has waited (0: keeping up with the interval)."""
+        return self._schedule.behind
 
     @classmethod
     def from_settings(
@@ -331,8 +239,7 @@ class SkillImageResolver:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._digests = sum(1 for f in self.cache.snapshot().values() if f.digest)
-        self._tokens_at = self._cpu_at = time.monotonic()
-        self._cpu_used = time.thread_time()
+        self._schedule.reset_clock()
         started.set()
         client = self._client_factory()
         workers = [loop.create_task(self._worker(client)) for _ in range(self.concurrency)]
@@ -380,13 +287,8 @@ class SkillImageResolver:
         deadline = self._wanted_read_at + self._wanted_every()
         if self._wanted_stale:
             deadline = min(deadline, self._wanted_read_at + _WANTED_GAP)
-        top = self._heap_top()
-        if top is not None:
-            due = max(top, self._last_dispatch + _DISPATCH_TICK)
-            if self._tokens < 1.0:
-                due = max(due, now + (1.0 - self._tokens) / self._rate())
-            if self._cpu_credit <= 0.0:
-                due = max(due, now + (_DISPATCH_TICK - self._cpu_credit / _CPU_SHARE))
+        due = self._schedule.next_due(now, len(self._wanted_set))
+        if due is not None:
             deadline = min(deadline, due)
         return deadline - now
 
@@ -407,7 +309,7 @@ class SkillImageResolver:
                 refs |= self._wanted_set
         if refs != self._wanted_set:
             for gone in self._wanted_set - refs:
-                self._next_at.pop(gone, None)
+                self._schedule.discard(gone)
                 self._pending.pop(gone, None)
                 self._again.discard(gone)
             new = sorted(ref for ref in refs - self._wanted_set if ref not in self._queued)
@@ -418,7 +320,7 @@ class SkillImageResolver:
             if ref in self._inflight:
                 self._again.add(ref)
             elif ref not in self._queued:
-                self._next_at.pop(ref, None)
+                self._schedule.discard(ref)
                 self._enqueue(ref, urgent=True)
         snapshot = self.cache.snapshot()
         if len(snapshot) > len(refs) or any(ref not in refs for ref in snapshot):
@@ -427,47 +329,10 @@ class SkillImageResolver:
 
     # -- scheduling -------------------------------------------------------------------------------
 
-    def _rate(self) -> float:
-        """Scheduled re-resolutions allowed per second: twice the average the interval needs."""
-        return _PACE * len(self._wanted_set) / self.interval + 1.0
-
-    def _heap_top(self) -> float | None:
-        heap, next_at = self._heap, self._next_at
-        while heap:
-            at, ref = heap[0]
-            if next_at.get(ref) == at:
-                return at
-            heapq.heappop(heap)  # rescheduled, queued or dropped since
-        return None
-
     def _dispatch(self, now: float) -> None:
-        rate = self._rate()
-        self._tokens = min(max(float(self.concurrency), rate), self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        # The CPU this thread may spend on re-resolutions accrues at _CPU_SHARE of a core; new and
-        # refreshed references are never held back by it.
-        cpu = time.thread_time()
-        limit = _CPU_SHARE * _CPU_WINDOW
-        credit = self._cpu_credit + _CPU_SHARE * (now - self._cpu_at) - (cpu - self._cpu_used)
-        self._cpu_credit = min(limit, max(-limit, credit))
-        self._cpu_at, self._cpu_used = now, cpu
-        heap, next_at = self._heap, self._next_at
-        ahead = _WORK_AHEAD * self.concurrency
-        while self._tokens >= 1.0 and self._cpu_credit > 0.0 and len(self._work) < ahead:
-            at = self._heap_top()
-            if at is None or at > now:
-                break
-            _, ref = heapq.heappop(heap)
-            del next_at[ref]
-            self._tokens -= 1.0
+        room = _WORK_AHEAD * self.concurrency - len(self._work)
+        for ref in self._schedule.take_due(now, len(self._wanted_set), max(room, 0)):
             self._enqueue(ref, urgent=False)
-        top = self._heap_top()
-        self.behind = now - top if top is not None and top <= now else 0.0
-        if top is not None and top <= now:
-            self._last_dispatch = now  # what is still due waits for the next tick
-        if len(heap) > 2 * len(next_at) + 1024:
-            self._heap = [(at, ref) for ref, at in next_at.items() if at != math.inf]
-            heapq.heapify(self._heap)
 
     def _enqueue(self, ref: str, *, urgent: bool) -> None:
         self._queued.add(ref)
@@ -478,33 +343,9 @@ class SkillImageResolver:
                 waiter.set_result(None)
                 break
 
-    def _set_next(self, ref: str, at: float) -> None:
-        self._next_at[ref] = at
-        if at != math.inf:
-            heapq.heappush(self._heap, (at, ref))
-            if at < self._sleep_until and self._wake is not None:
-                self._wake.set()
-
-    def _schedule(self, ref: str, facts: ImageFacts) -> None:
-        now = time.monotonic()
-        kind = facts.error_kind
-        if kind in BACKOFF_KINDS:
-            failures = self._failures.get(facts.registry, 0) + 1
-            self._failures[facts.registry] = failures
-            delay = min(self.backoff_base * 2 ** (failures - 1), self.backoff_max)
-            self._backoff_until[facts.registry] = now + delay
-            self._set_next(ref, now + delay)
-            return
-        if kind is None:
-            self._failures.pop(facts.registry, None)
-            self._backoff_until.pop(facts.registry, None)
-        if ref in self._again:
-            self._again.discard(ref)
-            self._set_next(ref, now)
-        elif kind == "invalid":
-            self._set_next(ref, math.inf)
-        else:
-            self._set_next(ref, now + self.interval * random.uniform(1.0 - _JITTER, 1.0 + _JITTER))
+    def _due_earlier(self, at: float) -> None:
+        if at < self._sleep_until and self._wake is not None:
+            self._wake.set()
 
     # -- the workers ------------------------------------------------------------------------------
 
@@ -527,7 +368,7 @@ class SkillImageResolver:
             except Exception:
                 log.exception("skill image %s: resolving failed; trying again next interval", ref)
                 if ref in self._wanted_set:
-                    self._set_next(ref, time.monotonic() + self.interval)
+                    self._schedule.set(ref, time.monotonic() + self.interval)
             finally:
                 self._inflight.discard(ref)
                 self._queued.discard(ref)
@@ -536,10 +377,10 @@ class SkillImageResolver:
         previous = self._pending.get(ref) or self.cache.facts(ref)
         registry = previous.registry if previous is not None else ImageFacts.unresolved(ref).registry
         started = time.monotonic()
-        until = self._backoff_until.get(registry, 0.0)
+        until = self._schedule.blocked_until(registry)
         if until > started:
             # Another reference just found this registry failing: wait with the rest.
-            self._set_next(ref, until)
+            self._schedule.set(ref, until)
             return
         facts = await resolve_image(client, ref, verify=self.verify, keys=self.keys, previous=previous)
         seconds = time.monotonic() - started
@@ -551,7 +392,9 @@ class SkillImageResolver:
             log.warning("skill image %s: %s", ref, facts.error)
         if ref not in self._wanted_set:
             return  # dropped while we asked
-        self._schedule(ref, facts)
+        again = ref in self._again
+        self._again.discard(ref)
+        self._schedule.after(ref, facts, again=again)
         self._pending[ref] = facts
         if len(self._pending) >= _PUBLISH_BATCH or (
             not self._urgent and not self._work and len(self._inflight) <= 1 and ref not in self.cache.snapshot()
@@ -592,17 +435,3 @@ class SkillImageResolver:
             hook(*args)
         except Exception:
             log.exception("resolver metrics hook failed")
-
-
-async def resolve_many(
-    client: RegistryClient, references: Iterable[str], *, verify: bool = False,
-    keys: Sequence[CosignKey] = (), concurrency: int = 8,
-) -> list[ImageFacts]:
-    """Resolve references once, in order (the `inspect` command)."""
-    semaphore = asyncio.Semaphore(max(concurrency, 1))
-
-    async def one(ref: str) -> ImageFacts:
-        async with semaphore:
-            return await resolve_image(client, ref, verify=verify, keys=keys)
-
-    return list(await asyncio.gather(*(one(ref) for ref in references)))
