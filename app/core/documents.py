@@ -147,13 +147,31 @@ class _JsonCompatibleResolver(Resolver):
         if kind is ScalarNode:
             if not implicit[0]:
                 return _STR_TAG
-            tag = self._plain_tags.get(value)
-            if tag is None:
-                tag = _plain_tag(value)
-                if len(value) <= _REMEMBERED_SCALAR and len(self._plain_tags) < _REMEMBERED_SCALARS:
-                    self._plain_tags[value] = tag
-            return tag
+            return self._plain_tags.get(value) or self.plain_tag(value)
         return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+    def plain_tag(self, value: str) -> str:
+        """The tag of a plain scalar, remembered for the rest of the load."""
+        tag = _plain_tag(value)
+        if len(value) <= _REMEMBERED_SCALAR and len(self._plain_tags) < _REMEMBERED_SCALARS:
+            self._plain_tags[value] = tag
+        return tag
+
+
+class _DeferredResolver(_JsonCompatibleResolver):
+    """For libyaml's own composer (trusted files): a plain scalar is only marked _PLAIN here and
+    resolved by _build, which looks at every scalar anyway; that saves a third of the resolving,
+    which is called from C for every node."""
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is ScalarNode:
+            return _PLAIN if implicit[0] else _STR_TAG
+        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+
+# The tag of a plain scalar that _build still has to resolve. Compared by identity: a tag written
+# in a document is another string object, however it is spelt, and is refused as unknown.
+_PLAIN = "tag:skill-webhook,2026:plain-scalar"
 
 
 _REMEMBERED_SCALAR = 64  # characters: longer plain scalars are resolved afresh each time
@@ -229,11 +247,14 @@ class _JsonCompatibleConstructor(SafeConstructor):
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
-def _build(loader: _JsonCompatibleConstructor, node: Node, built: dict[int, Any], depth: int) -> Any:
-    """The JSON-compatible value of `node` at nesting `depth` (1 for a document's root)."""
+def _build(loader: Any, node: Node, built: dict[int, Any], depth: int) -> Any:
+    """The JSON-compatible value of `node` at nesting `depth` (1 for a document's root). A plain
+    scalar's tag is resolved here when the loader deferred it (_DeferredResolver)."""
     node_type = type(node)
     if node_type is ScalarNode:
         tag = node.tag
+        if tag is _PLAIN:
+            tag = node.tag = loader._plain_tags.get(node.value) or loader.plain_tag(node.value)
         if tag == _STR_TAG:
             return node.value
         if tag == _NULL_TAG:
@@ -245,13 +266,19 @@ def _build(loader: _JsonCompatibleConstructor, node: Node, built: dict[int, Any]
     if depth > MAX_DEPTH:
         raise ConstructorError(None, None, f"nesting deeper than {MAX_DEPTH} levels", node.start_mark)
     depth += 1
+    remembered = loader._plain_tags
     if node_type is MappingNode and node.tag == _MAP_TAG:
         mapping: dict[str, Any] = {}
         built[id(node)] = mapping
         for key_node, value_node in node.value:
-            if type(key_node) is ScalarNode and key_node.tag == _STR_TAG:
-                key = key_node.value
-            else:
+            key = None
+            if type(key_node) is ScalarNode:
+                tag = key_node.tag
+                if tag is _PLAIN:
+                    tag = key_node.tag = remembered.get(key_node.value) or loader.plain_tag(key_node.value)
+                if tag == _STR_TAG:
+                    key = key_node.value
+            if key is None:
                 key = _build(loader, key_node, built, depth)
                 if not isinstance(key, str):
                     # JSON keys are strings; sigs.k8s.io/yaml turns `1:`, `true:` and `null:` into
@@ -260,16 +287,20 @@ def _build(loader: _JsonCompatibleConstructor, node: Node, built: dict[int, Any]
             if key in mapping:
                 raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
             # A string value (most of them) is taken here: one call fewer per scalar.
-            if type(value_node) is ScalarNode and value_node.tag == _STR_TAG:
-                mapping[key] = value_node.value
-            else:
-                mapping[key] = _build(loader, value_node, built, depth)
+            if type(value_node) is ScalarNode:
+                tag = value_node.tag
+                if tag is _PLAIN:
+                    tag = value_node.tag = remembered.get(value_node.value) or loader.plain_tag(value_node.value)
+                if tag == _STR_TAG:
+                    mapping[key] = value_node.value
+                    continue
+            mapping[key] = _build(loader, value_node, built, depth)
         return mapping
     if node_type is SequenceNode and node.tag == _SEQ_TAG:
         items: list[Any] = []
         built[id(node)] = items
         for child in node.value:
-            items.append(child.value if type(child) is ScalarNode and child.tag == _STR_TAG else _build(loader, child, built, depth))
+            items.append(_build(loader, child, built, depth))
         return items
     return loader.construct_object(node)  # an explicit tag on a collection: refused there
 
@@ -320,11 +351,13 @@ if CParser is not None:
             _JsonCompatibleResolver.__init__(self)
             self._plain_tags = {}
 
-    class _TrustedLoader(_JsonCompatibleConstructor, CParser, _JsonCompatibleResolver):
+    class _TrustedLoader(_JsonCompatibleConstructor, CParser, _DeferredResolver):
+        """libyaml end to end: its composer builds the nodes (anchors allowed), _build the values."""
+
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             _JsonCompatibleConstructor.__init__(self)
-            _JsonCompatibleResolver.__init__(self)
+            _DeferredResolver.__init__(self)
             self._plain_tags = {}
 
 else:  # pragma: no cover - PyYAML built without libyaml
