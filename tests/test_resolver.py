@@ -476,3 +476,34 @@ def test_re_resolutions_keep_to_a_tenth_of_a_core_and_new_references_skip_the_li
         assert resolver.wait_for(lambda r: r.facts(new) is not None, 5)
     finally:
         resolver.stop()
+
+
+def test_schedule_jitter_backoff_and_pace() -> None:
+    from app.core.supply import ImageFacts
+    from app.sources.resolve_schedule import Schedule
+
+    woken: list[float] = []
+    schedule = Schedule(10.0, 4, backoff_base=1.0, backoff_max=4.0, on_set=woken.append)
+    ok = ImageFacts.unresolved("r.io/a/s:v1")
+    now = time.monotonic()
+    for i in range(200):
+        schedule.after(f"r.io/a/s{i}:v1", ok)
+    offsets = sorted(at - now for at in woken)
+    assert 9.0 <= offsets[0] and offsets[-1] <= 11.0 + 1.0 and offsets[-1] - offsets[0] > 1.0
+    down = ok.with_error("unreachable", "unreachable: refused", None)
+    delays = []
+    for _ in range(5):
+        schedule.after("r.io/a/s0:v1", down)
+        delays.append(round(schedule.blocked_until("r.io") - time.monotonic()))
+    assert delays == [1, 2, 4, 4, 4]  # exact doubling per registry, capped, no jitter
+    schedule.after("r.io/a/s0:v1", ok)
+    assert schedule.blocked_until("r.io") == 0.0
+    schedule.after("bad", ImageFacts.unresolved("UPPER/Case"))
+    assert "bad" in schedule and schedule.top() is not None  # never due, never on the heap top
+    # Everything due at once: one tick hands out at most what the pace allows, the rest waits.
+    for i in range(200):
+        schedule.set(f"r.io/a/s{i}:v1", now - 1.0)
+    schedule.reset_clock()  # CPU is counted from here, in this thread
+    taken = schedule.take_due(time.monotonic(), wanted=200, room=1000)
+    assert 4 <= len(taken) <= 41 + 1 and schedule.behind > 0.5  # bucket: max(4, 2 * 200 / 10 + 1)
+    assert schedule.next_due(time.monotonic(), 200) > time.monotonic()

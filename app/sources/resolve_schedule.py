@@ -45,7 +45,7 @@ class Schedule:
         self._heap: list[tuple[float, str]] = []  # (time, ref); live while _next_at agrees
         self._failures: dict[str, int] = {}
         self._backoff_until: dict[str, float] = {}
-        self._tokens = 0.0
+        self._tokens = float(concurrency)
         self._tokens_at = time.monotonic()
         self._last_tick = -math.inf
         self._cpu_credit = CPU_SHARE * CPU_WINDOW
