@@ -52,6 +52,9 @@ class StalenessOptions:
     # Where no resolver runs (`skill-webhook stale` from a laptop), a recorded `<image>@<digest>` is taken
     # as the current injection of `<image>`: only the registry could say whether the tag moved since.
     trust_recorded_digests: bool = False
+    # The SupplyPlan `references` plans from, when there is one: its facts are immutable objects, so a
+    # memo may keep a fingerprint for as long as the same fact objects come back (see FingerprintMemo).
+    supply: Any = None
 
     @classmethod
     def from_mutation(cls, mutation: Any) -> "StalenessOptions":
@@ -66,7 +69,7 @@ class StalenessOptions:
                 return plan_supply(supply, runtime.spec.skills).references
 
         return cls(domain=getattr(mutation, "domain", DEFAULT_DOMAIN),
-                   image_volumes=getattr(mutation, "image_volumes", True), references=references)
+                   image_volumes=getattr(mutation, "image_volumes", True), references=references, supply=supply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,38 +101,43 @@ def expected_skills(runtime: AgentRuntime | None, options: StalenessOptions) -> 
 
 
 class FingerprintMemo:
-    """Expected skills and fingerprint per AgentRuntime object, so that judging the thousand pods of one
+    """Expected fingerprint per AgentRuntime object, so that judging the thousand pods of one
     AgentRuntime hashes its skills once. Keyed by identity (the index replaces an object on every
     change) and checked against the references to inject (digest pinning moves them without the object
-    changing), so an entry is never out of date; `prune` drops the entries of replaced objects."""
+    changing), so an entry is never out of date: with a SupplyPlan, while its facts for the skills' images
+    are the very objects the references were planned from, the plan is not even asked again (a periodic
+    re-check of 10,000 pods then costs a few dict reads each). `prune` drops entries of replaced objects."""
 
     def __init__(self) -> None:
-        # The skills themselves are rebuilt per call (cheap); only the hash is worth keeping.
-        self._by_id: dict[int, tuple[AgentRuntime, Mapping[str, str] | None, str]] = {}
+        # id -> (runtime, supply, facts seen, references, fingerprint); the skills are rebuilt per call.
+        self._by_id: dict[int, tuple[AgentRuntime, Any, tuple[Any, ...] | None, Mapping[str, str] | None, str]] = {}
 
     def get(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[tuple[InjectedSkill, ...], str]:
-        references = self._references(runtime, options)
-        skills = injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()
-        return skills, self._fingerprint(runtime, references, skills)
+        fingerprint, references = self._entry(runtime, options)
+        return (injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()), fingerprint
 
     def fingerprint(self, runtime: AgentRuntime, options: StalenessOptions) -> str:
         """The fingerprint of what would be injected now for `runtime` ("" for nothing)."""
-        return self._fingerprint(runtime, self._references(runtime, options), None)
+        return self._entry(runtime, options)[0]
 
-    @staticmethod
-    def _references(runtime: AgentRuntime, options: StalenessOptions) -> Mapping[str, str] | None:
-        return options.references(runtime) if options.references is not None and runtime.spec.skills else None
-
-    def _fingerprint(self, runtime: AgentRuntime, references: Mapping[str, str] | None,
-                     skills: tuple[InjectedSkill, ...] | None) -> str:
+    def _entry(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[str, Mapping[str, str] | None]:
+        skills = runtime.spec.skills
+        supply = options.supply
+        seen = tuple(supply.facts(s.image) for s in skills) if supply is not None and skills else None
         hit = self._by_id.get(id(runtime))
-        if hit is not None and hit[0] is runtime and hit[1] == references:
-            return hit[2]
-        if skills is None:
-            skills = injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()
-        fingerprint = skills_fingerprint(skills) if skills else ""
-        self._by_id[id(runtime)] = (runtime, references, fingerprint)
-        return fingerprint
+        if hit is not None and (hit[0] is not runtime or hit[1] is not supply):
+            hit = None
+        if hit is not None and seen is not None and hit[2] is not None and len(seen) == len(hit[2]) \
+                and all(a is b for a, b in zip(seen, hit[2])):
+            return hit[4], hit[3]
+        references = options.references(runtime) if options.references is not None and skills else None
+        if hit is not None and hit[3] == references:
+            fingerprint = hit[4]
+        else:
+            injected = injected_skills(skills, references) if skills else ()
+            fingerprint = skills_fingerprint(injected) if injected else ""
+        self._by_id[id(runtime)] = (runtime, supply, seen, references, fingerprint)
+        return fingerprint, references
 
     def prune(self, current: Callable[[AgentRuntime], bool]) -> None:
         """Keep only the entries whose AgentRuntime `current` says is still the live object."""
