@@ -265,9 +265,10 @@ MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST_BODY).hexdigest()
 
 class FastRegistry:
     """A stand-in registry on its own asyncio loop: keep-alive HTTP/1.1, every manifest request
-    answered at once with one image manifest; logs (monotonic time, path) of each request."""
+    answered at once with one image manifest (with `changing`, a new version every 0.2 s); logs
+    (monotonic time, path) of each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, changing: bool = False) -> None:
         self.requests: list[tuple[float, str]] = []
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -279,8 +280,10 @@ class FastRegistry:
                     method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
                     self.requests.append((time.monotonic(), path))
                     body = MANIFEST_BODY if "/manifests/" in path else b"{}"
+                    if changing:
+                        body = body.replace(b'"1.0.0"', f'"1.0.{int(time.monotonic() * 5)}"'.encode())
                     writer.write((f"HTTP/1.1 200 OK\r\nContent-Type: {supply.OCI_MANIFEST}\r\n"
-                                  f"Docker-Content-Digest: {MANIFEST_DIGEST}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                                  f"Content-Length: {len(body)}\r\n\r\n").encode()
                                  + (b"" if method == "HEAD" else body))
             except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
                 writer.close()
@@ -389,7 +392,13 @@ def test_re_resolutions_are_spread_over_the_interval() -> None:
         resolver.start()
         try:
             resolver.notify()
+            assert resolver.wait_for(lambda r: len(r.snapshot()) == count, 30)
+            first = dict(resolver.snapshot())
+            publishes = resolver.publishes
             assert wait_until(lambda: len(registry.requests) >= 2 * count, 3 * interval)
+            # The same answers again: nothing published, readers keep the very same objects.
+            assert resolver.publishes == publishes
+            assert all(resolver.facts(ref) is facts for ref, facts in first.items())
         finally:
             resolver.stop()
         asked: dict[str, list[float]] = {}
@@ -407,7 +416,7 @@ def test_re_resolutions_are_spread_over_the_interval() -> None:
 
 
 def test_readers_never_miss_a_reference_while_batches_land() -> None:
-    registry = FastRegistry()
+    registry = FastRegistry(changing=True)
     try:
         kept = [f"{registry.host}/skills/keep{i:04d}:v1" for i in range(600)]
         dropped = [f"{registry.host}/skills/drop{i:04d}:v1" for i in range(300)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Literal, Mapping, Protocol
 
@@ -193,7 +193,8 @@ class ImageFacts:
     error: str | None = None
     # not_found, unauthorized, timeout, unreachable, server_error, tls, bad_response, invalid
     error_kind: str | None = None
-    resolved_at: dt.datetime | None = None
+    # When it was last asked, not a fact of the image: two lookups with the same answer are equal.
+    resolved_at: dt.datetime | None = field(default=None, compare=False)
 
     @classmethod
     def unresolved(cls, reference: str) -> "ImageFacts":

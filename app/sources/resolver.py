@@ -71,7 +71,8 @@ class SkillImageResolver:
     costs about a millisecond of CPU here): this thread shares the GIL with admission, so with more
     images than that allows per interval they fall behind (`behind` says by how long) rather than
     slow `/mutate` down. New and refreshed references are never held back.
-    Results reach readers in batches (one mapping swap at most every 0.5 s, or per 256 results), so
+    Results reach readers in batches (one mapping swap at most every 0.5 s, or per 256 results; a
+    lookup with the same answer as the last publishes nothing and keeps the same object), so
     the work per resolution stays constant whatever the number of images, and the thread sleeps when
     nothing is due."""
 
@@ -395,6 +396,8 @@ class SkillImageResolver:
         again = ref in self._again
         self._again.discard(ref)
         self._schedule.after(ref, facts, again=again)
+        if facts == previous:
+            return  # the same answer: readers keep the same object (and memos keyed on it hold)
         self._pending[ref] = facts
         if len(self._pending) >= _PUBLISH_BATCH or (
             not self._urgent and not self._work and len(self._inflight) <= 1 and ref not in self.cache.snapshot()
