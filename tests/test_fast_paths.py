@@ -156,7 +156,6 @@ _plain = st.text(st.sampled_from("0123456789+-._:eEoxXabfnNtTrueYyOLl~ "), max_s
 @given(value=_plain)
 def test_the_resolver_table_resolves_as_pyyaml_does(value: str) -> None:
     loader = documents._JsonCompatibleResolver()
-    loader._plain_tags = {}
     for implicit in ((True, False), (False, True)):
         expected = BaseResolver.resolve(loader, ScalarNode, value, implicit)
         assert loader.resolve(ScalarNode, value, implicit) == expected

@@ -64,10 +64,8 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
-_STR_TAG = "tag:yaml.org,2002:str"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-_MAP_TAG = "tag:yaml.org,2002:map"
-_INT_TAG = "tag:yaml.org,2002:int"
+_STR_TAG, _SEQ_TAG, _MAP_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_INT_TAG, _NULL_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:null"
 def media_type(content_type: str | None) -> str:
     """"application/json; charset=utf-8" -> "application/json"; "" when absent."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -140,8 +138,9 @@ class _JsonCompatibleResolver(Resolver):
     def ascend_resolver(self) -> None:
         pass
 
-    # Plain scalar -> its tag, for this load: keys and many values repeat in every document.
-    _plain_tags: dict[str, str]
+    def __init__(self) -> None:
+        super().__init__()
+        self._plain_tags: dict[str, str] = {}  # for this load: keys and many values repeat
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
         if kind is ScalarNode:
@@ -172,8 +171,6 @@ class _DeferredResolver(_JsonCompatibleResolver):
 # The tag of a plain scalar that _build still has to resolve. Compared by identity: a tag written
 # in a document is another string object, however it is spelt, and is refused as unknown.
 _PLAIN = "tag:skill-webhook,2026:plain-scalar"
-
-
 _REMEMBERED_SCALAR = 64  # characters: longer plain scalars are resolved afresh each time
 _REMEMBERED_SCALARS = 65_536  # per load
 
@@ -244,9 +241,6 @@ class _JsonCompatibleConstructor(SafeConstructor):
         return value
 
 
-_NULL_TAG = "tag:yaml.org,2002:null"
-
-
 def _build(loader: Any, node: Node, built: dict[int, Any], depth: int) -> Any:
     """The JSON-compatible value of `node` at nesting `depth` (1 for a document's root). A plain
     scalar's tag is resolved here when the loader deferred it (_DeferredResolver)."""
@@ -281,8 +275,8 @@ def _build(loader: Any, node: Node, built: dict[int, Any], depth: int) -> Any:
             if key is None:
                 key = _build(loader, key_node, built, depth)
                 if not isinstance(key, str):
-                    # JSON keys are strings; sigs.k8s.io/yaml turns `1:`, `true:` and `null:` into
-                    # "1", "true", "null". Converted before insertion: as Python keys 1 and True collide.
+                    # JSON keys are strings, as sigs.k8s.io/yaml makes `1:`, `true:`, `null:`; converted
+                    # before insertion, since as Python keys 1 and True collide.
                     key = _key_text(key, key_node)
             if key in mapping:
                 raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
@@ -349,7 +343,6 @@ if CParser is not None:
             Composer.__init__(self)
             _JsonCompatibleConstructor.__init__(self)
             _JsonCompatibleResolver.__init__(self)
-            self._plain_tags = {}
 
     class _TrustedLoader(_JsonCompatibleConstructor, CParser, _DeferredResolver):
         """libyaml end to end: its composer builds the nodes (anchors allowed), _build the values."""
@@ -358,7 +351,6 @@ if CParser is not None:
             CParser.__init__(self, stream)
             _JsonCompatibleConstructor.__init__(self)
             _DeferredResolver.__init__(self)
-            self._plain_tags = {}
 
 else:  # pragma: no cover - PyYAML built without libyaml
 
@@ -372,7 +364,6 @@ else:  # pragma: no cover - PyYAML built without libyaml
             Composer.__init__(self)
             _JsonCompatibleConstructor.__init__(self)
             _JsonCompatibleResolver.__init__(self)
-            self._plain_tags = {}
 
     # Without libyaml there is no fast path to keep: the guarded loader reads admin files too (so
     # they may not use anchors there either).
