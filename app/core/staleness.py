@@ -132,6 +132,8 @@ class FingerprintMemo:
             return hit[4], hit[3]
         references = options.references(runtime) if options.references is not None and skills else None
         if hit is not None and hit[3] == references:
+            if seen is None:
+                return hit[4], hit[3]  # unchanged: nothing to write
             fingerprint = hit[4]
         else:
             injected = injected_skills(skills, references) if skills else ()
