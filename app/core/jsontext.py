@@ -75,6 +75,10 @@ def load_json(text: str) -> Any:
         if _has_long_digit_run(text):
             _check_numbers(text)
         return value
+    if _plainly_unique(text, value):
+        if _has_long_digit_run(text):
+            _check_numbers(text)
+        return value
     # One walk of the parsed tree: how many keys its objects hold, and how deep it nests.
     members, depth = _tree_shape(value)
     if depth > MAX_DEPTH:
@@ -184,6 +188,24 @@ def _key_bound(text: str) -> int:
     if "\\" in text:
         bound += text.count('\\\\":') - text.count('\\":')
     return bound
+
+
+def _plainly_unique(text: str, value: Any) -> bool:
+    """True when the text can be proven, at C speed, to nest at most MAX_DEPTH levels and to repeat
+    no key (the common case: an AdmissionReview as the API server writes it), so that the parsed tree
+    need not be walked. Brackets bound the depth. Without a backslash every string of the text is
+    literal, so orjson writes the same strings back and `":` counts the same keys plus the same
+    strings that start with ":"; a dropped duplicate (and its value) can only lower the count of the
+    re-written text. Anything else takes the walk below."""
+    if "\\" in text or text.count("{") + text.count("[") > MAX_DEPTH:
+        return False
+    bound = _key_bound(text)
+    if bound < 0:
+        return False
+    try:
+        return bound == orjson.dumps(value).count(b'":')
+    except TypeError:  # a value orjson cannot write back (a lone surrogate): the walk decides
+        return False
 
 
 def _check_unique_keys(text: str, members: int) -> None:

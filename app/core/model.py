@@ -64,10 +64,17 @@ class Skill(BaseModel):
     mountPath: str
     pullPolicy: str | None = None
 
+    # Cached: read on every admission of every pod of the AgentRuntime (the model is frozen).
     @functools.cached_property
-    def volume_name(self) -> str:  # cached: read several times per admission on the hot path
+    def volume_name(self) -> str:
         return volume_name(self.name)
 
+    @functools.cached_property
+    def normal_mount_path(self) -> str:
+        # Imported here: validation imports this module.
+        from .validation.paths import normalise
+
+        return normalise(self.mountPath)
 
 
 class TargetRef(BaseModel):

@@ -54,10 +54,6 @@ def volume_for(skill: InjectedSkill) -> dict[str, Any]:
     return {"name": volume_name(skill.name), "image": image}
 
 
-def mount_for(skill: InjectedSkill) -> dict[str, Any]:
-    return {"name": volume_name(skill.name), "mountPath": skill.mountPath, "readOnly": True}
-
-
 def pod_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     """spec.containers, checked once for the whole mutation: a non-empty list of objects, else
     MalformedPod (a 400 naming the field, rather than a patch that cannot apply)."""
@@ -127,20 +123,21 @@ def build_skill_patch(
     container_name = container.get("name")
     mounts = _optional_list(container, "volumeMounts", f"{field_base}.volumeMounts")
     by_path = {
-        normalize_mount_path(m.get("mountPath", "")): m.get("name")
+        normalize_mount_path(m["mountPath"]): m.get("name")
         for m in mounts or ()
         if isinstance(m, dict) and isinstance(m.get("mountPath"), str)
-    }
+    } if mounts else {}
     # A block device at a skill's path: the API server would refuse the pod with a message that names
     # neither the AgentRuntime nor the skill, so say it here.
+    device_list = _optional_list(container, "volumeDevices", f"{field_base}.volumeDevices")
     devices = {
         normalize_mount_path(d["devicePath"]): d.get("name")
-        for d in _optional_list(container, "volumeDevices", f"{field_base}.volumeDevices") or ()
+        for d in device_list
         if isinstance(d, dict) and isinstance(d.get("devicePath"), str)
-    }
+    } if device_list else {}
     new_mounts: list[dict[str, Any]] = []
-    for entry in injected:
-        path = normalize_mount_path(entry.mountPath)
+    for skill, entry in zip(skills, injected):
+        path = skill.normal_mount_path
         if path in devices:
             raise SkillConflict(
                 f'{where}: skill "{entry.name}": mountPath {entry.mountPath} in container '
@@ -148,9 +145,9 @@ def build_skill_patch(
             )
         holder = by_path.get(path)
         if holder is None:
-            new_mounts.append(mount_for(entry))
-            by_path[path] = volume_name(entry.name)
-        elif holder != volume_name(entry.name):
+            new_mounts.append({"name": skill.volume_name, "mountPath": entry.mountPath, "readOnly": True})
+            by_path[path] = skill.volume_name
+        elif holder != skill.volume_name:
             raise SkillConflict(
                 f'{where}: skill "{entry.name}": mountPath {entry.mountPath} in container '
                 f'"{container_name}" is already taken by volume "{holder}"'

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import uvicorn
 from uvicorn.loops.auto import auto_loop_factory
@@ -22,13 +22,14 @@ from app.core.skill_images import SupplyPlan
 from app.core.validation import ValidationOptions
 from app.sources.base import AgentRuntimeSource
 from app.sources.files import FileSource
-from app.sources.resolver import ResolverHooks, SkillImageResolver
 
 from .app import ServiceState, create_app, create_health_app
-from .certs import ensure_dev_certs
 from .metrics import WebhookMetrics
 from .settings import Settings
 from .tls import ReloadingTLSContext
+
+if TYPE_CHECKING:  # imported where used: the embedded default (file source, resolver off) never loads them
+    from app.sources.resolver import SkillImageResolver
 
 log = logging.getLogger("skill_webhook.serve")
 
@@ -89,6 +90,8 @@ def tls_files(settings: Settings, source_kind: str) -> tuple[Path, Path]:
             "--tls-cert-file and --tls-key-file are required with the Kubernetes source "
             "(mount the serving Secret; see manifests/ and `skill-webhook certs`)"
         )
+    from .certs import ensure_dev_certs
+
     paths = ensure_dev_certs(settings.certs_dir)
     log.info(
         "using development certificates; trust the CA with curl --cacert %s", paths.ca_cert,
@@ -114,6 +117,7 @@ def build_resolver(settings: Settings, index: AgentRuntimeIndex, metrics: Webhoo
             raise StartupError("--pin-digests and --verify-signatures need the resolver: --resolve-interval must be > 0")
         return None
     from app.sources.cosign import CosignKeyError
+    from app.sources.resolver import ResolverHooks, SkillImageResolver
 
     resolver: SkillImageResolver
 
