@@ -187,3 +187,13 @@ def test_bulk_load_leaves_the_cache_frozen_and_collection_on():
         kept = [{"n": [i]} for i in range(1000)]
     assert gc.isenabled() and gc.get_freeze_count() >= before + len(kept)
     gc.unfreeze()
+
+
+def test_cached_models_share_their_bookkeeping_and_stay_equal():
+    first = cached_runtime(runtime_object("a", skills=[skill("s1"), skill("s2")]), ValidationOptions())
+    second = cached_runtime(runtime_object("b", skills=[skill("s3")]), ValidationOptions())
+    assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__
+    assert first.spec.skills[0].__pydantic_fields_set__ is second.spec.skills[0].__pydantic_fields_set__
+    from app.core.model import AgentRuntime
+
+    assert first == AgentRuntime.from_object(first.model_dump())
