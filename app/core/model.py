@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -189,6 +190,7 @@ class AgentRuntime(BaseModel):
 # AgentRuntime with three skills). The cached models are frozen and never copied, so they can share
 # one frozenset per shape and drop an empty extras dict: 4.8 KB -> 2.3 KB per AgentRuntime.
 _SHARED_FIELD_SETS: dict[frozenset[str], frozenset[str]] = {}
+_REPEATED_FIELDS = frozenset({"namespace", "apiVersion", "kind", "type", "pullPolicy", "creationTimestamp"})
 
 
 def _slim(model: BaseModel) -> BaseModel:
@@ -196,8 +198,12 @@ def _slim(model: BaseModel) -> BaseModel:
     object.__setattr__(model, "__pydantic_fields_set__", _SHARED_FIELD_SETS.setdefault(fields, fields))
     if model.__pydantic_extra__ == {}:
         object.__setattr__(model, "__pydantic_extra__", None)
-    for value in model.__dict__.values():
-        if isinstance(value, BaseModel):
+    values = model.__dict__
+    for key, value in values.items():
+        if key in _REPEATED_FIELDS and type(value) is str:
+            # The same few strings, thousands of times over.
+            values[key] = sys.intern(value)
+        elif isinstance(value, BaseModel):
             _slim(value)
         elif isinstance(value, list):
             for item in value:
