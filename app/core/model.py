@@ -189,12 +189,19 @@ class AgentRuntime(BaseModel):
 # bookkeeping: a fields-set set and an extra-fields dict per instance (seven instances per
 # AgentRuntime with three skills). The cached models are frozen and never copied, so they can share
 # one frozenset per shape and drop an empty extras dict: 4.8 KB -> 2.3 KB per AgentRuntime.
+class _SharedFieldSet(frozenset):
+    """A fields-set shared by many cached models; a copy (model_copy) gets a set of its own to change."""
+
+    def __copy__(self) -> set[str]:
+        return set(self)
+
+
 _SHARED_FIELD_SETS: dict[frozenset[str], frozenset[str]] = {}
 _REPEATED_FIELDS = frozenset({"namespace", "apiVersion", "kind", "type", "pullPolicy", "creationTimestamp"})
 
 
 def _slim(model: BaseModel) -> BaseModel:
-    fields = frozenset(model.__pydantic_fields_set__)
+    fields = _SharedFieldSet(model.__pydantic_fields_set__)
     object.__setattr__(model, "__pydantic_fields_set__", _SHARED_FIELD_SETS.setdefault(fields, fields))
     if model.__pydantic_extra__ == {}:
         object.__setattr__(model, "__pydantic_extra__", None)

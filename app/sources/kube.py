@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,6 +39,7 @@ from .reflector import (  # noqa: F401 - re-exported: the service layer and test
     Listener,
     ListWatch,
     Reflector,
+    ReflectorTuning,
     describe,
 )
 
@@ -73,23 +75,18 @@ class KubeInformerSource(AgentRuntimeSource):
         agentruntime_api: str = DEFAULT_AGENTRUNTIME_API,
         decode: Callable[[dict[str, Any]], AgentRuntime | None] | None = None,
         listeners: Sequence[Listener] = (),
-        page_size: int = 500,
         metrics: InformerMetrics | None = None,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
-        watch_timeout: int = 300,
-        connect_timeout: float = 10.0,
-        list_timeout: float = 60.0,
-        rng: random.Random | None = None,
+        **tuning: Any,
     ) -> None:
         """`decode`: raw object -> cached AgentRuntime, or None for one that cannot be used (default:
-        `decode_agentruntime`). `listeners` hear (old, new) for every change of the index.
-        `watch_timeout`: the server ends each watch after between this and twice this many seconds."""
+        `decode_agentruntime`). `listeners` hear (old, new) for every change of the index. `tuning`:
+        the fields of ReflectorTuning (page_size, backoff_initial, watch_timeout, ...)."""
         super().__init__(index)
         self._api_client = api_client
-        self._rng = rng or random.Random()
-        self._connect_timeout = connect_timeout
-        self._list_timeout = list_timeout
+        settings = ReflectorTuning(**tuning)
+        self._rng = settings.rng or random.Random()
+        self._connect_timeout = settings.connect_timeout
+        self._list_timeout = settings.list_timeout
         group, _, version = agentruntime_api.partition("/")
         self.reflector: Reflector[AgentRuntime] = Reflector(
             ListWatch.custom_objects(api_client, group, version, AGENTRUNTIME_PLURAL),
@@ -101,13 +98,7 @@ class KubeInformerSource(AgentRuntimeSource):
             synced=index.synced,
             listeners=listeners,
             metrics=metrics,
-            page_size=page_size,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            watch_timeout=watch_timeout,
-            connect_timeout=connect_timeout,
-            list_timeout=list_timeout,
-            rng=self._rng,
+            tuning=replace(settings, rng=self._rng),
         )
 
     # -- lifecycle -----------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ bytes, and the store takes an event in O(1).
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import threading
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import kubernetes.client
 
 from app.core.names import LABEL_POD_TEMPLATE_HASH, Domain
 
-from .reflector import InformerMetrics, Listener, ListWatch, Reflector
+from .reflector import InformerMetrics, Listener, ListWatch, Reflector, ReflectorTuning
 
 log = logging.getLogger(__name__)
 
@@ -278,14 +277,9 @@ class PodInformer:
         store: PodStore | None = None,
         listeners: Sequence[Listener] = (),
         metrics: InformerMetrics | None = None,
-        page_size: int = 500,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
-        watch_timeout: int = 300,
-        connect_timeout: float = 10.0,
-        list_timeout: float = 60.0,
-        rng: random.Random | None = None,
+        **tuning: Any,
     ) -> None:
+        """`tuning`: the fields of ReflectorTuning (page_size, backoff_initial, watch_timeout, ...)."""
         self.domain = domain
         self.store = store if store is not None else PodStore()
         self.reflector: Reflector[PodSummary] = Reflector(
@@ -298,13 +292,7 @@ class PodInformer:
             synced=self.store.synced,
             listeners=listeners,
             metrics=metrics,
-            page_size=page_size,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            watch_timeout=watch_timeout,
-            connect_timeout=connect_timeout,
-            list_timeout=list_timeout,
-            rng=rng,
+            tuning=ReflectorTuning(**tuning),
         )
 
     @property

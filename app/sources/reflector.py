@@ -36,6 +36,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from .base import bulk_load
+from .tuning import Backoff, ReflectorTuning  # noqa: F401 - Backoff re-exported for the informers
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +68,6 @@ class InformerMetrics:
     on_restart: Callable[[str], None] = _ignore  # one of RESTART_REASONS
     on_sync: Callable[[int], None] = _ignore  # after every complete LIST, with the number of cached objects
     on_event: Callable[[str], None] = _ignore  # ADDED / MODIFIED / DELETED / BOOKMARK applied
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with "equal jitter": half the delay fixed, half random, capped."""
-
-    initial: float
-    maximum: float
-    rng: random.Random = field(default_factory=random.Random)
-    _attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2 ** min(self._attempt, 30)))
-        self._attempt += 1
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class Store(Protocol[T]):
@@ -169,17 +152,9 @@ class Reflector(Generic[T]):
         synced: threading.Event | None = None,
         listeners: Sequence[Listener] = (),
         metrics: InformerMetrics | None = None,
-        page_size: int = 500,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
-        watch_timeout: int = 300,
-        connect_timeout: float = 10.0,
-        list_timeout: float = 60.0,
-        rng: random.Random | None = None,
+        tuning: ReflectorTuning | None = None,
     ) -> None:
-        """`watch_timeout`: the server ends each watch after between this and twice this many seconds
-        (randomised like client-go, so that replicas do not re-watch in step). `kind` names the objects
-        in logs ("AgentRuntime", "pod")."""
+        """`kind` names the objects in logs ("AgentRuntime", "pod"); `tuning`: pages, timeouts, backoff."""
         self.list_watch = list_watch
         self.store = store
         self.synced = synced if synced is not None else threading.Event()
@@ -190,12 +165,13 @@ class Reflector(Generic[T]):
         self._log = logger or log
         self._listeners: list[Listener] = list(listeners)
         self._metrics = metrics or InformerMetrics()
-        self._page_size = page_size
-        self._rng = rng or random.Random()
-        self._backoff = Backoff(backoff_initial, backoff_max, self._rng)
-        self._watch_timeout = max(1, int(watch_timeout))
-        self._connect_timeout = connect_timeout
-        self._list_timeout = list_timeout
+        tuning = tuning or ReflectorTuning()
+        self._page_size = tuning.page_size
+        self._rng = tuning.rng or random.Random()
+        self._backoff = Backoff(tuning.backoff_initial, tuning.backoff_max, self._rng)
+        self._watch_timeout = max(1, int(tuning.watch_timeout))
+        self._connect_timeout = tuning.connect_timeout
+        self._list_timeout = tuning.list_timeout
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._response_lock = threading.Lock()
