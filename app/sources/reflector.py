@@ -26,7 +26,7 @@ import random
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Protocol, Sequence, TypeVar
 
 import kubernetes.client
