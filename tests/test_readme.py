@@ -30,7 +30,7 @@ def test_every_subcommand_is_documented() -> None:
 def test_the_two_commands_come_first() -> None:
     first = README.index("## Two commands")
     assert README.index("pip install . && skill-webhook serve") > first
-    assert README.index("pip install '.[test]' && python -m pytest") > first
+    assert README.index("scripts/install-test-tools && pip install '.[test]' && python -m pytest") > first
     assert first < README.index("## What the mutating webhook does")
 
 
