@@ -64,7 +64,7 @@ def running_standin(**options: Any) -> Iterator[StandInApiServer]:
     try:
         yield standin
     finally:
-        standin.stop()
+        standin.close()
 
 
 @contextlib.contextmanager

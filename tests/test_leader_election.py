@@ -11,7 +11,7 @@ import pytest
 
 from app.sources.leader import LeaderElector, LeaderRecord, LeaseLock
 from tests.apiserver_standin import StandInApiServer
-from tests.informer_harness import api_client_for, wait_until
+from tests.informer_harness import api_client_for, running_standin, wait_until
 
 NAMESPACE = "skill-webhook"
 LEASE = "skill-webhook-reconciler"
@@ -22,11 +22,8 @@ SLACK = 2.0
 
 @pytest.fixture
 def server():
-    standin = StandInApiServer().start()
-    try:
+    with running_standin() as standin:
         yield standin
-    finally:
-        standin.close()
 
 
 class Candidate:

@@ -20,7 +20,7 @@ from app.core.workload import resolve_workload
 from app.core.model import WorkloadRef
 from app.sources.pods import OwnerRef, PodInformer, PodStore, PodSummary, pod_selector, summarize
 from tests.apiserver_standin import StandInApiServer, owner_reference, pod
-from tests.informer_harness import CONVERGENCE_SECONDS, RecordedMetrics, api_client_for, wait_until
+from tests.informer_harness import CONVERGENCE_SECONDS, RecordedMetrics, api_client_for, running_standin, wait_until
 
 DOMAIN = DEFAULT_DOMAIN
 TYPE = DOMAIN.type_label
@@ -28,11 +28,8 @@ TYPE = DOMAIN.type_label
 
 @pytest.fixture
 def server():
-    standin = StandInApiServer().start()
-    try:
+    with running_standin() as standin:
         yield standin
-    finally:
-        standin.close()
 
 
 @pytest.fixture

@@ -36,11 +36,10 @@ def test_the_two_commands_come_first() -> None:
 
 def test_no_tracked_file_refers_to_files_outside_the_repository() -> None:
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    pattern = re.compile(r"\.\./shared|SPEC §|SPEC\.md|STYLE\.md")
-    this_test = Path(__file__).relative_to(ROOT).as_posix()  # it names the pattern itself
+    # Spelled in pieces, so that this file does not match itself.
+    pattern = re.compile("|".join(re.escape(a + b) for a, b in (("../", "shared"), ("SP", "EC §"), ("SP", "EC.md"), ("ST", "YLE.md"))))
     offenders = [
         name for name in files
-        if name != this_test and (ROOT / name).is_file()
-        and pattern.search((ROOT / name).read_text(encoding="utf-8", errors="replace"))
+        if (ROOT / name).is_file() and pattern.search((ROOT / name).read_text(encoding="utf-8", errors="replace"))
     ]
     assert offenders == []

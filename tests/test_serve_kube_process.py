@@ -39,15 +39,20 @@ def eventually(check, timeout: float = 5.0):
         time.sleep(0.05)
 
 
-def test_serve_with_a_kubeconfig_mutates_from_live_agentruntimes(tmp_path: Path) -> None:
+def serving_kube(tmp_path: Path, server, *extra: str):
+    """`skill-webhook serve --source kube` against `server`, with its own certificates and kubeconfig."""
     certs = write_cert_bundle(tmp_path / "certs", "skill-webhook", "skill-webhook")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG.format(url=server.url))
+    return serving(tmp_path, "--source", "kube", "--kubeconfig", str(kubeconfig),
+                   "--tls-cert-file", str(certs.tls_cert), "--tls-key-file", str(certs.tls_key),
+                   "--image-volumes", "on", *extra)
+
+
+def test_serve_with_a_kubeconfig_mutates_from_live_agentruntimes(tmp_path: Path) -> None:
     with running_standin() as server:
         server.create(agentruntime("live", skills=[SKILL]))
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(KUBECONFIG.format(url=server.url))
-        with serving(tmp_path, "--source", "kube", "--kubeconfig", str(kubeconfig),
-                     "--tls-cert-file", str(certs.tls_cert), "--tls-key-file", str(certs.tls_key),
-                     "--image-volumes", "on") as served:
+        with serving_kube(tmp_path, server) as served:
             assert injected_images(mutate(served)) == ["ghcr.io/example/live-skill:v1"]
 
             updated = agentruntime("live", skills=[{**SKILL, "image": "ghcr.io/example/live-skill:v2"}])
@@ -66,14 +71,9 @@ def test_no_admission_misses_the_agentruntime_while_modified_events_stream(tmp_p
     answer must carry the skill (one version or the next), never a pod admitted without it."""
     import threading
 
-    certs = write_cert_bundle(tmp_path / "certs", "skill-webhook", "skill-webhook")
     with running_standin() as server:
         server.create(agentruntime("live", skills=[SKILL]))
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(KUBECONFIG.format(url=server.url))
-        with serving(tmp_path, "--source", "kube", "--kubeconfig", str(kubeconfig),
-                     "--tls-cert-file", str(certs.tls_cert), "--tls-key-file", str(certs.tls_key),
-                     "--image-volumes", "on", "--log-level", "warning") as served:
+        with serving_kube(tmp_path, server, "--log-level", "warning") as served:
             assert injected_images(mutate(served)) == ["ghcr.io/example/live-skill:v1"]
             stop = threading.Event()
             modified = 0
@@ -106,7 +106,6 @@ def test_no_admission_misses_the_agentruntime_while_modified_events_stream(tmp_p
 def test_an_agentruntime_whose_crd_pruned_spec_skills_is_served_from_its_annotation(tmp_path: Path) -> None:
     """A rossoctl cluster: the CRD has no spec.skills, the skills are in rossoctl.io/skill-images, the
     group is agent.rossoctl.dev, and the pod is labelled rossoctl.io/type."""
-    certs = write_cert_bundle(tmp_path / "certs", "skill-webhook", "skill-webhook")
     with running_standin(agentruntime_api="agent.rossoctl.dev/v1alpha1") as server:
         obj = agentruntime("live", skills=[SKILL])
         obj["apiVersion"] = "agent.rossoctl.dev/v1alpha1"
@@ -114,13 +113,9 @@ def test_an_agentruntime_whose_crd_pruned_spec_skills_is_served_from_its_annotat
         obj["spec"]["authBridgeMode"] = "proxy"
         obj["metadata"]["annotations"] = {"rossoctl.io/skill-images": json.dumps([SKILL])}
         server.create(obj)
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(KUBECONFIG.format(url=server.url))
         review = SAMPLE_REVIEW_BYTES.replace(b"kagenti.io/", b"rossoctl.io/")
-        with serving(tmp_path, "--source", "kube", "--kubeconfig", str(kubeconfig),
-                     "--tls-cert-file", str(certs.tls_cert), "--tls-key-file", str(certs.tls_key),
-                     "--image-volumes", "on", "--domain", "rossoctl.io",
-                     "--agentruntime-api", "agent.rossoctl.dev/v1alpha1") as served:
+        with serving_kube(tmp_path, server, "--domain", "rossoctl.io",
+                          "--agentruntime-api", "agent.rossoctl.dev/v1alpha1") as served:
             with httpx.Client(verify=served.verified_context(), timeout=10) as client:
                 answer = client.post(served.url + "/mutate", content=review).json()["response"]
             assert injected_images(answer) == ["ghcr.io/example/live-skill:v1"]
