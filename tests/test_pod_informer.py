@@ -20,21 +20,18 @@ from app.core.workload import resolve_workload
 from app.core.model import WorkloadRef
 from app.sources.pods import OwnerRef, PodInformer, PodStore, PodSummary, pod_selector, summarize
 from tests.apiserver_standin import StandInApiServer, owner_reference, pod
-from tests.informer_harness import CONVERGENCE_SECONDS, RecordedMetrics, api_client_for, running_standin, wait_until
+from tests.informer_harness import (  # noqa: F401 - server and metrics are the shared fixtures
+    CONVERGENCE_SECONDS,
+    RecordedMetrics,
+    api_client_for,
+    metrics,
+    running_standin,
+    server,
+    wait_until,
+)
 
 DOMAIN = DEFAULT_DOMAIN
 TYPE = DOMAIN.type_label
-
-
-@pytest.fixture
-def server():
-    with running_standin() as standin:
-        yield standin
-
-
-@pytest.fixture
-def metrics() -> RecordedMetrics:
-    return RecordedMetrics()
 
 
 @pytest.fixture

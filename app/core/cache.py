@@ -28,7 +28,7 @@ def cached_runtime(obj: dict[str, Any], options: ValidationOptions) -> AgentRunt
             # Nothing of an invalid object is injected: keep what matching needs, and the verdict.
             # Without a usable target it can match no pod, so there is nothing to keep.
             runtime = AgentRuntime.for_cache(obj, options.domain, skills=[])
-            return runtime.with_problems(problems) if _has_target(runtime) else None
+            return runtime.with_problems(problems) if runtime.targets_a_workload else None
         # Validation has said that the annotation, when it holds the skills, parses and that
         # spec.skills is not declared too; its list then replaces spec.skills.
         skills = source.raw if source.path != SKILLS_PATH else None
@@ -38,7 +38,3 @@ def cached_runtime(obj: dict[str, Any], options: ValidationOptions) -> AgentRunt
             raise  # validation passed, so the model must accept it: a disagreement is a bug
         return None
 
-
-def _has_target(runtime: AgentRuntime) -> bool:
-    workload = runtime.workload
-    return workload is not None and bool(workload.kind) and bool(workload.name)

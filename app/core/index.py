@@ -148,7 +148,6 @@ def _without(current: tuple[AgentRuntime, ...], key: tuple[str, str]) -> tuple[A
 
 
 def _target_key(runtime: AgentRuntime) -> TargetKey | None:
-    workload = runtime.workload
-    if workload is None or not workload.kind or not workload.name:
+    if not runtime.targets_a_workload:
         return None
-    return (runtime.metadata.namespace, *workload)
+    return (runtime.metadata.namespace, *runtime.workload)

@@ -151,6 +151,12 @@ class AgentRuntime(BaseModel):
         ref = self.spec.targetRef
         return ref.workload if ref is not None else None
 
+    @property
+    def targets_a_workload(self) -> bool:
+        """Whether the targetRef names a kind and a name, so that some pod could match it."""
+        workload = self.workload
+        return workload is not None and bool(workload.kind) and bool(workload.name)
+
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> "AgentRuntime":
         return cls.model_validate(obj)

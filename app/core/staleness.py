@@ -19,7 +19,9 @@ from typing import Any, Callable, Mapping, Protocol
 from .index import AgentRuntimeIndex
 from .injection import InjectedRecord, InjectedSkill, injected_skills, read_injected_record, skills_fingerprint
 from .model import AgentRuntime, WorkloadRef, volume_name
+from .mutation import MutationOptions
 from .names import DEFAULT_DOMAIN, Domain
+from .skill_images import SupplyPlan, plan_supply
 from .workload import resolve_workload
 
 # What `Staleness.reason` says (also the `reason` of `skill-webhook stale -o json`).
@@ -57,19 +59,19 @@ class StalenessOptions:
     supply: Any = None
 
     @classmethod
-    def from_mutation(cls, mutation: Any) -> "StalenessOptions":
-        """The options that judge pods as `mutation` (a MutationOptions) injects them: same domain, same
-        image-volume decision, and the references its supply plan would pin (one definition of both)."""
-        supply = getattr(mutation, "supply", None)
-        references: ReferencesProvider | None = None
-        if supply is not None:
-            from .skill_images import plan_supply
+    def from_mutation(cls, mutation: MutationOptions) -> "StalenessOptions":
+        """The options that judge pods as `mutation` injects them: same domain, same image-volume
+        decision, and the references its supply plan would pin (one definition of both)."""
+        supply = mutation.supply
+        return cls(domain=mutation.domain, image_volumes=mutation.image_volumes,
+                   references=_planned_references(supply) if supply is not None else None, supply=supply)
 
-            def references(runtime: AgentRuntime) -> Mapping[str, str]:
-                return plan_supply(supply, runtime.spec.skills).references
 
-        return cls(domain=getattr(mutation, "domain", DEFAULT_DOMAIN),
-                   image_volumes=getattr(mutation, "image_volumes", True), references=references, supply=supply)
+def _planned_references(supply: SupplyPlan) -> ReferencesProvider:
+    def references(runtime: AgentRuntime) -> Mapping[str, str]:
+        return plan_supply(supply, runtime.spec.skills).references
+
+    return references
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ kubelet's ConfigMap/Secret symlink swaps all behave the same.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import NamedTuple
 
 
