@@ -267,8 +267,9 @@ class ApiServer:
     def http(self, timeout: float = 10.0) -> httpx.Client:
         """An httpx client authenticated as the admin (system:masters)."""
         admin = self.cluster.admin
-        return httpx.Client(base_url=self.url, cert=(str(admin.cert), str(admin.key)),
-                            verify=str(self.cluster.ca.pair.cert), timeout=timeout, trust_env=False)
+        context = ssl.create_default_context(cafile=str(self.cluster.ca.pair.cert))
+        context.load_cert_chain(str(admin.cert), str(admin.key))
+        return httpx.Client(base_url=self.url, verify=context, timeout=timeout, trust_env=False)
 
     def ready(self) -> bool:
         try:
@@ -682,3 +683,46 @@ def mark_ready(cluster: KubeCluster, pod: dict) -> None:
         response = client.patch(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
                                 content=json.dumps(status), headers={"content-type": "application/merge-patch+json"})
     response.raise_for_status()
+
+
+def admission_review(namespace: str, deployment_name: str, *, domain: str = "kagenti.io") -> dict:
+    """A Pod CREATE AdmissionReview as the ReplicaSet controller of Deployment `deployment_name` sends it."""
+    template_hash = "5d4f8c7b9"
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "generateName": f"{deployment_name}-{template_hash}-", "namespace": namespace,
+            "labels": {"app": deployment_name, f"{domain}/type": "agent", "pod-template-hash": template_hash},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{deployment_name}-{template_hash}",
+                                 "uid": str(uuid.uuid4()), "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": {"containers": [{"name": "agent", "image": "registry.example/agent:v1"}]},
+    }
+    gvk = {"group": "", "version": "v1", "kind": "Pod"}
+    gvr = {"group": "", "version": "v1", "resource": "pods"}
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": str(uuid.uuid4()), "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+        "namespace": namespace, "operation": "CREATE",
+        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+        "object": pod, "oldObject": None, "dryRun": False,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}}}
+
+
+def mutate(served: Served, review: dict) -> dict:
+    """POST the review to /mutate; returns the AdmissionReview response."""
+    with served.https() as client:
+        response = client.post("/mutate", json=review)
+    assert response.status_code == 200, response.text
+    return response.json()["response"]
+
+
+def injected_images(answer: dict) -> list[str]:
+    """The image references of the skill volumes a /mutate answer adds (empty: no patch)."""
+    patch = json.loads(base64.b64decode(answer["patch"])) if answer.get("patch") else []
+    images = []
+    for op in patch:
+        if op["path"] == "/spec/volumes":
+            images += [v["image"]["reference"] for v in op["value"] if "image" in v]
+        elif op["path"].startswith("/spec/volumes/") and isinstance(op.get("value"), dict) and "image" in op["value"]:
+            images.append(op["value"]["image"]["reference"])
+    return images
