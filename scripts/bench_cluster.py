@@ -43,7 +43,7 @@ REPO = SCRIPTS.parent
 sys.path[:0] = [str(SCRIPTS), str(REPO)]
 
 import gen_runtimes  # noqa: E402
-from app.core.injection import InjectedSkill, injected_record  # noqa: E402
+from app.core.mutation.injection import InjectedSkill, injected_record  # noqa: E402
 from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain  # noqa: E402
 from tests.apiserver_standin import StandInApiServer, owner_reference  # noqa: E402
 

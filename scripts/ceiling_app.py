@@ -3,7 +3,7 @@
 
 It parses the AdmissionReview with `orjson.loads` (the parser `serve` uses) and answers `allowed` with the request's uid and no
 patch: nothing that does the webhook's job on this stack can be faster. To keep the comparison fair
-it runs exactly like `skill-webhook serve` does (app/service/server.py): one worker, uvicorn's `auto`
+it runs exactly like `skill-webhook serve` does (app/service/http/server.py): one worker, uvicorn's `auto`
 HTTP parser and event loop (httptools, uvloop), no access log, no lifespan, no server/date headers,
 the same keep-alive timeout and backlog, and HTTPS with the same certificate files, TLS 1.2 or newer
 and ALPN http/1.1.
@@ -48,7 +48,7 @@ async def validate(request: Request) -> Response:
 
 
 def tls_context_factory(cert: str, key: str) -> Callable[[Any, Any], ssl.SSLContext]:
-    """The same protocol settings as app/service/tls.py's server context."""
+    """The same protocol settings as app/service/http/tls.py's server context."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])

@@ -199,5 +199,5 @@ def top_frames(collapsed: Path, prefix: str = "app/", count: int = 8) -> list[tu
         for frame in {re.sub(r":\d+\)$", ")", f) for f in stack.split(";") if prefix in f}:
             inclusive[frame] = inclusive.get(frame, 0) + int(samples)
     ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])
-    skip = ("(app/service/cli.py", "(app/service/server.py")  # the whole process: not informative
+    skip = ("(app/service/cli/main.py", "(app/service/http/server.py")  # the whole process: not informative
     return [(frame, n / total) for frame, n in ranked if not any(s in frame for s in skip)][:count]

@@ -23,9 +23,9 @@ from app.core.admission import (
     admission_response,
     parse_admission_review,
 )
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.core.mutation import MutationOptions, mutate_pod, review_pod
+from app.core.mutation.review import MutationOptions, mutate_pod, review_pod
 
 NAMESPACE = "team-a"
 # The oldest Kubernetes whose Pod schema has image volumes with the fields we write (beta in 1.33).

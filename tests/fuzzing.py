@@ -30,9 +30,9 @@ import httpx
 import jsonpatch
 import yaml
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.service.app import ServiceState, create_app
+from app.service.http.app import ServiceState, create_app
 from app.service.logs import ADMISSION_LOGGER
 from tests.fuzz_inputs import FUZZ_RUNTIMES, MAX_BODY, SAMPLES, FuzzInput, generate_inputs
 
@@ -295,7 +295,7 @@ def _int64(text: str) -> int:
 
 
 def _sent_review(inp: FuzzInput) -> Any:
-    """The AdmissionReview the body holds, read independently of app.core.documents."""
+    """The AdmissionReview the body holds, read independently of app.core.parsing.documents."""
     value = _json_or_none(inp.body)
     if value is not None or inp.endpoint == "/mutate":
         return value

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator
 import kubernetes.client
 import pytest
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime, WorkloadRef
-from app.sources.kube import AGENTRUNTIME_PLURAL, InformerMetrics, KubeInformerSource
+from app.sources.kube.agentruntimes import AGENTRUNTIME_PLURAL, InformerMetrics, KubeInformerSource
 from tests.apiserver_standin import StandInApiServer, agentruntime
 
 CONVERGENCE_SECONDS = 5.0

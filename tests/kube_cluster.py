@@ -429,10 +429,11 @@ class KubeCluster:
         return result
 
     def apply(self, documents: Any, *args: str) -> subprocess.CompletedProcess:
-        """`kubectl apply -f -` of a dict, a list of dicts or YAML text."""
-        if isinstance(documents, dict):
-            documents = [documents]
-        text = documents if isinstance(documents, str) else yaml.safe_dump_all(documents)
+        """`kubectl apply -f -` of a dict, a list of dicts (as JSON: no YAML 1.1 surprises such as `n`
+        read as a boolean) or YAML text."""
+        if isinstance(documents, list):
+            documents = {"apiVersion": "v1", "kind": "List", "items": documents}
+        text = documents if isinstance(documents, str) else json.dumps(documents)
         return self.kubectl("apply", "-f", "-", *args, input=text)
 
     def get(self, path: str) -> dict:

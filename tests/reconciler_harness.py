@@ -13,12 +13,12 @@ from typing import Any, Iterator
 
 import kubernetes.client
 
-from app.core.index import AgentRuntimeIndex
-from app.core.mutation import MutationOptions, mutate_pod
+from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN
 from app.service.metrics import WebhookMetrics
-from app.service.reconciler import Reconciler, ReconcilerConfig
-from app.sources.kube import KubeInformerSource
+from app.service.controllers.reconciler import Reconciler, ReconcilerConfig
+from app.sources.kube.agentruntimes import KubeInformerSource
 from tests.apiserver_standin import StandInApiServer, agentruntime, pod
 from tests.builders import apply_patch
 from tests.informer_harness import api_client_for, wait_until

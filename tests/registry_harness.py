@@ -41,8 +41,8 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from app.core import supply
-from app.service.certs import cert_pem, generate_ca, generate_serving_cert, key_pem
+from app.core import registry_facts as supply
+from app.service.install.certs import cert_pem, generate_ca, generate_serving_cert, key_pem
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 SKOPEO_BIN = shutil.which("skopeo") or "/usr/bin/skopeo"

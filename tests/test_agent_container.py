@@ -10,10 +10,10 @@ import pytest
 import copy
 import json
 
-from app.core.container import AgentContainerNotFound, choose_agent_container
+from app.core.matching.container import AgentContainerNotFound, choose_agent_container
 from app.core.model import DEFAULT_SIDECAR_NAMES
 from app.core.names import ANNOTATION_DEFAULT_CONTAINER, DEFAULT_DOMAIN, Domain
-from app.core.mutation import MutationOptions, mutate_pod
+from app.core.mutation.review import MutationOptions, mutate_pod
 from tests.builders import (
     NAMESPACE,
     apply_and_recheck,

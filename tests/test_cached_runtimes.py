@@ -12,15 +12,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core import cache
-from app.core.cache import cached_runtime
+from app.core import decode as cache
+from app.core.decode import cached_runtime
 from app.core.model import AgentRuntime
-from app.core.index import AgentRuntimeIndex
-from app.core.mutation import MutationOptions, mutate_pod
+from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.validation import ValidationOptions, validate_agentruntime
 from app.sources.base import bulk_load
-from app.sources.files import RuntimesFileError, read_runtimes_file
+from app.sources.files.source import RuntimesFileError, read_runtimes_file
 from tests.builders import NAMESPACE, apply_and_recheck, container, deployment_pod, runtime_object, skill
 
 ROSSOCTL = Domain("rossoctl.io")

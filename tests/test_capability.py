@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.capability import decide_image_volumes, parse_server_version
+from app.core.mutation.capability import decide_image_volumes, parse_server_version
 
 DECISIONS = [
     # setting, server version, enabled, words the reason must contain

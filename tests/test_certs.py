@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from app.service.certs import (
+from app.service.install.certs import (
     CertBundlePaths,
     atomic_write,
     cert_pem,
@@ -29,7 +29,7 @@ from app.service.certs import (
     serving_cert_usable,
     write_cert_bundle,
 )
-from app.service.tls import ReloadingTLSContext, new_server_context
+from app.service.http.tls import ReloadingTLSContext, new_server_context
 
 UTC = dt.timezone.utc
 SERVICE, NAMESPACE = "skill-webhook", "skill-webhook"

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from app.service import cli_certs
-from app.service.certs import load_cert, write_cert_bundle
+from app.service.cli import certs as cli_certs
+from app.service.install.certs import load_cert, write_cert_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 

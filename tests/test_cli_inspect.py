@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from app.core import supply
-from app.service.cli import main
+from app.core import registry_facts as supply
+from app.service.cli.main import main
 from tests.registry_harness import Layout, empty_config_artifact, new_cosign_key, shared_registries, signature_manifest, skillimage
 
 
@@ -76,7 +76,7 @@ def test_an_unusable_key_is_a_usage_error(images, tmp_path, capsys) -> None:
 def test_the_console_script(images) -> None:
     host, _, _, flags, _ = images
     done = subprocess.run(
-        [sys.executable, "-m", "app.service.cli", "inspect", f"{host}/inspect/artifact:v1", *flags],
+        [sys.executable, "-m", "app.service.cli.main", "inspect", f"{host}/inspect/artifact:v1", *flags],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 1

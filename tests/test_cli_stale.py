@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.core.names import Domain
-from app.service.cli import main
+from app.service.cli.main import main
 from tests.apiserver_standin import pod
 from tests.informer_harness import KUBECONFIG
 from tests.reconciler_harness import EVICT, NS, V1, V2, Harness, standin_cluster

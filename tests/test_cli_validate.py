@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.core.index import AgentRuntimeIndex
-from app.service import cli_validate
-from app.sources.files import FileSource, document_files
+from app.core.matching.index import AgentRuntimeIndex
+from app.service.cli import validate as cli_validate
+from app.sources.files.source import FileSource, document_files
 
 VALID = """\
 apiVersion: agent.kagenti.dev/v1alpha1
@@ -249,15 +249,15 @@ def test_serve_is_parsed_without_importing_the_other_subcommands() -> None:
 
     code = (
         "import sys\n"
-        "from app.service import cli\n"
+        "from app.service.cli import main as cli\n"
         "args = cli.build_parser(serve_only=True).parse_args(['serve', '--port', '9443'])\n"
         "assert args.handler is cli.run_serve and args.port == '9443'\n"
-        "print(sorted(m for m in sys.modules if m.startswith('app.service.cli_')))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('app.service.cli.') and m != 'app.service.cli.main'))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout.strip() == "[]"
-    from app.service import cli
+    from app.service.cli import main as cli
 
     choices = cli.build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public API
     assert {"serve", "validate", "mutate", "certs", "ca-bundle", "manifests", "inspect", "stale"} <= set(choices)

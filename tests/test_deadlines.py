@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.service.deadlines import BodyDeadlines
+from app.service.http.deadlines import BodyDeadlines
 
 
 async def _value_after(seconds: float, value: str = "body") -> str:

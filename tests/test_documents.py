@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.documents import MAX_DEPTH, DocumentError, load_documents, load_trusted_documents, media_type
+from app.core.parsing.documents import MAX_DEPTH, DocumentError, load_documents, load_trusted_documents, media_type
 
 THREE_MIB = 3 * 1024 * 1024
 

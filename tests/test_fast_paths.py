@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from yaml.nodes import ScalarNode
 from yaml.resolver import BaseResolver
 
-from app.core import documents, jsontext
-from app.core.documents import DocumentError, load_documents, load_trusted_documents
+from app.core.parsing import documents, jsontext
+from app.core.parsing.documents import DocumentError, load_documents, load_trusted_documents
 from app.core.model import ObjectMeta, Skill, TargetRef
 from app.core.validation import ValidationOptions, skills, validate_agentruntime
 from app.core.validation.findings import string_fields, well_typed

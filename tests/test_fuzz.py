@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.service.app import create_app
+from app.service.http.app import create_app
 from tests.fuzz_inputs import (
     FuzzInput,
     SAMPLE_REVIEW,

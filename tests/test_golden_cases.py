@@ -26,9 +26,9 @@ import jsonpatch
 import pytest
 import yaml
 
-from app.core.cache import cached_runtime
-from app.core.index import AgentRuntimeIndex
-from app.core.mutation import MutationOptions
+from app.core.decode import cached_runtime
+from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.review import MutationOptions
 from app.core.names import Domain
 from app.core.validation import ValidationOptions
 from tests.builders import (
@@ -77,7 +77,7 @@ def _options(case: dict[str, Any]) -> MutationOptions:
         kwargs["sidecar_names"] = frozenset(options["sidecars"])
     if "imageVolumes" in options:
         kwargs["image_volumes"] = bool(options["imageVolumes"])
-        # What app.core.capability says for `--image-volumes off`; the case checks it reaches the warning.
+        # What app.core.mutation.capability says for `--image-volumes off`; the case checks it reaches the warning.
         kwargs["image_volumes_reason"] = "--image-volumes off"
     return MutationOptions(**kwargs)
 

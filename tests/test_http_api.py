@@ -28,11 +28,11 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.service import cli
-from app.service.app import ServiceState, create_app, create_health_app
-from app.sources.files import FileSource
+from app.service.cli import main as cli
+from app.service.http.app import ServiceState, create_app, create_health_app
+from app.sources.files.source import FileSource
 from tests.fuzzing import HttpxAppClient
 
 SAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "samples"

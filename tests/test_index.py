@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.index import NO_MATCH, AgentRuntimeIndex
+from app.core.matching.index import NO_MATCH, AgentRuntimeIndex
 from app.core.model import WorkloadRef
-from app.core.mutation import MutationOptions, mutate_pod
+from app.core.mutation.review import MutationOptions, mutate_pod
 from tests.builders import NAMESPACE, container, deployment_pod, index_of, pod, runtime, runtime_object, skill
 
 DEPLOYMENT = WorkloadRef("apps", "Deployment", "my-agent")

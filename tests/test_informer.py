@@ -17,9 +17,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import WorkloadRef
-from app.sources.kube import (
+from app.sources.kube.agentruntimes import (
     AGENTRUNTIME_PLURAL,
     Backoff,
     KubeInformerSource,
@@ -171,7 +171,7 @@ def test_a_bookmark_moves_the_resume_point_of_the_next_watch(server, make_inform
 
 
 def test_unreadable_objects_are_logged_and_skipped(server, make_informer, caplog):
-    caplog.set_level(logging.WARNING, logger="app.sources.kube")
+    caplog.set_level(logging.WARNING, logger="app.sources.kube.agentruntimes")
     server.create(agentruntime("broken", spec={"type": "agent", "skills": "not-a-list"}))
     server.create(agentruntime("fine"))
     informer = started(make_informer, server)

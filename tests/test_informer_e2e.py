@@ -18,11 +18,11 @@ import jsonpatch
 import pytest
 import yaml
 
-from app.service.app import create_app, create_health_app
-from app.service.certs import CertBundlePaths, ensure_dev_certs
-from app.service.server import build_state
+from app.service.http.app import create_app, create_health_app
+from app.service.install.certs import CertBundlePaths, ensure_dev_certs
+from app.service.http.server import build_state
 from app.service.settings import Settings
-from app.sources.kube import KubeInformerSource
+from app.sources.kube.agentruntimes import KubeInformerSource
 from tests.apiserver_standin import StandInApiServer, agentruntime, version_info
 from tests.builders import decode_patch
 from tests.informer_harness import KUBECONFIG, running_standin, wait_until

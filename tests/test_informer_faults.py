@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.sources.kube import InformerMetrics, KubeInformerSource
+from app.sources.kube.agentruntimes import InformerMetrics, KubeInformerSource
 from tests.apiserver_standin import agentruntime
 from tests.informer_harness import (  # noqa: F401 (fixtures: server, metrics, make_informer)
     make_informer,
@@ -136,7 +136,7 @@ class IndexThatFailsOnce(AgentRuntimeIndex):
 
 
 def test_a_crash_in_the_informer_thread_is_logged_and_restarts_it(server, make_informer, metrics, caplog):
-    caplog.set_level(logging.ERROR, logger="app.sources.kube")
+    caplog.set_level(logging.ERROR, logger="app.sources.kube.agentruntimes")
     populate(server, 3)
     informer = started(make_informer, server, index=IndexThatFailsOnce())
     server.create(agentruntime("triggers-the-bug"))

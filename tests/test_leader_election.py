@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.sources.leader import LeaderElector, LeaderRecord, LeaseLock
+from app.sources.kube.leader import LeaderElector, LeaderRecord, LeaseLock
 from tests.apiserver_standin import StandInApiServer
 from tests.informer_harness import api_client_for, running_standin, wait_until
 

@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.core.model import api_group
-from app.service import cli, manifests
-from app.service.certs import write_cert_bundle
-from app.service.manifests import InstallOptions
+from app.service.cli import main as cli
+from app.service.install import manifests
+from app.service.install.certs import write_cert_bundle
+from app.service.install.manifests import InstallOptions
 from app.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,15 +19,15 @@ import jsonpatch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.core.container import AgentContainerNotFound, choose_agent_container
+from app.core.matching.container import AgentContainerNotFound, choose_agent_container
 from app.core.model import DEFAULT_SIDECAR_NAMES, ENV_SKILL_FOLDERS, AgentRuntime
 from app.core.names import ANNOTATION_DEFAULT_CONTAINER, DEFAULT_DOMAIN, LABEL_POD_TEMPLATE_HASH
 
 ANNOTATION_AGENT_CONTAINER = DEFAULT_DOMAIN.agent_container
 ANNOTATION_SKILLS = DEFAULT_DOMAIN.skills
 ANNOTATION_SKILLS_INJECTED = DEFAULT_DOMAIN.skills_injected
-from app.core.mutation import MutationOptions, mutate_pod
-from app.core.patch import normalize_mount_path
+from app.core.mutation.review import MutationOptions, mutate_pod
+from app.core.mutation.patch import normalize_mount_path
 from tests.builders import NAMESPACE, apply_and_recheck, assert_valid_pod, index_of
 
 PROPERTY_SETTINGS = settings(

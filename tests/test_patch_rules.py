@@ -12,8 +12,8 @@ import jsonpatch
 import pytest
 
 from app.core.model import AgentRuntime
-from app.core.mutation import NOT_SYNCED_MESSAGE, MutationOptions, mutate_pod
-from app.core.patch import build_skill_patch, escape_pointer, normalize_mount_path
+from app.core.mutation.review import NOT_SYNCED_MESSAGE, MutationOptions, mutate_pod
+from app.core.mutation.patch import build_skill_patch, escape_pointer, normalize_mount_path
 from tests.builders import (
     decode_patch,
     DEFAULT_OPTIONS,
@@ -526,7 +526,7 @@ def test_runtime_model_is_what_mutation_reads():
 def test_two_skills_of_one_name_are_reported_as_such_not_as_a_pod_volume() -> None:
     # Only reachable when an AgentRuntime bypassed validation (e.g. the file source).
     from app.core.model import AgentRuntime
-    from app.core.patch import SkillConflict, build_skill_patch
+    from app.core.mutation.patch import SkillConflict, build_skill_patch
 
     runtime = AgentRuntime.from_object({
         "metadata": {"name": "dup", "namespace": "team-a"},

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core.workload import resolve_workload
+from app.core.matching.workload import resolve_workload
 from app.core.model import WorkloadRef
-from app.sources.pods import OwnerRef, PodInformer, PodStore, PodSummary, pod_selector, summarize
+from app.sources.kube.pods import OwnerRef, PodInformer, PodStore, PodSummary, pod_selector, summarize
 from tests.apiserver_standin import StandInApiServer, owner_reference, pod
 from tests.informer_harness import (  # noqa: F401 - server and metrics are the shared fixtures
     CONVERGENCE_SECONDS,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.service import cli
+from app.service.cli import main as cli
 from app.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from app.core.names import DEFAULT_DOMAIN
-from app.service.reconciler import Reconciler, ReconcilerConfig
+from app.service.controllers.reconciler import Reconciler, ReconcilerConfig
 from tests.apiserver_standin import is_ready, owner_reference, pod
 from tests.informer_harness import wait_until
 from tests.reconciler_harness import EVICT, NS, V1, V2, Clock, Harness, standin_cluster
@@ -282,7 +282,7 @@ def test_an_invalid_agentruntime_is_never_rolled(cluster: Harness) -> None:
 
 
 def test_passes_over_the_pod_informer_judge_only_what_changed(cluster: Harness) -> None:
-    from app.sources.pods import PodInformer
+    from app.sources.kube.pods import PodInformer
 
     cluster.runtime("writer", "web", [V1], annotations=EVICT)
     cluster.runtime("other", "api", [{**V1, "name": "api-skill", "mountPath": "/skills/api"}])

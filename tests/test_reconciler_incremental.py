@@ -12,14 +12,14 @@ import gc
 import time
 import tracemalloc
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.core.mutation import MutationOptions, mutate_pod
+from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN
-from app.core.staleness import StalenessOptions
+from app.core.staleness.pods import StalenessOptions
 from app.service.metrics import WebhookMetrics
-from app.service.reconciler import Reconciler, ReconcilerConfig
-from app.sources.pods import PodStore, summarize
+from app.service.controllers.reconciler import Reconciler, ReconcilerConfig
+from app.sources.kube.pods import PodStore, summarize
 from tests.builders import apply_patch, deployment_pod, runtime_object, skill
 from tests.informer_harness import wait_until
 from tests.reconciler_harness import Clock

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import httpx
 
-from app.service.certs import write_cert_bundle
+from app.service.install.certs import write_cert_bundle
 from tests.informer_harness import KUBECONFIG, wait_until
 from tests.reconciler_harness import EVICT, NS, V1, V2, WORKLOAD_PLURALS, Harness, standin_cluster
 from tests.test_serve_process import Served, run_cli, serving

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from app.core import supply
-from app.sources.cosign import CosignKeyError, load_keys, signature_matches
-from app.sources.registry import RegistryClient
-from app.sources.resolver import resolve_image
+from app.core import registry_facts as supply
+from app.sources.registry.cosign import CosignKeyError, load_keys, signature_matches
+from app.sources.registry.client import RegistryClient
+from app.sources.registry.resolver import resolve_image
 from tests.registry_harness import Layout, new_cosign_key, shared_registries, signature_manifest, simple_signing_payload, skillimage
 
 

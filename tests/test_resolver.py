@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from app.core import supply
-from app.sources.registry import Manifest, RegistryClient
-from app.sources.resolver import ResolverHooks, SkillImageResolver
+from app.core import registry_facts as supply
+from app.sources.registry.client import Manifest, RegistryClient
+from app.sources.registry.resolver import ResolverHooks, SkillImageResolver
 from tests.registry_harness import (
     Layout,
     Registry,
@@ -488,8 +488,8 @@ def test_re_resolutions_keep_to_a_tenth_of_a_core_and_new_references_skip_the_li
 
 
 def test_schedule_jitter_backoff_and_pace() -> None:
-    from app.core.supply import ImageFacts
-    from app.sources.resolve_schedule import Schedule
+    from app.core.registry_facts import ImageFacts
+    from app.sources.registry.schedule import Schedule
 
     woken: list[float] = []
     schedule = Schedule(10.0, 4, backoff_base=1.0, backoff_max=4.0, on_set=woken.append)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from app.service.certs import write_cert_bundle
+from app.service.install.certs import write_cert_bundle
 from tests.apiserver_standin import agentruntime
 from tests.informer_harness import KUBECONFIG, running_standin
 from tests.test_serve_process import SAMPLE_REVIEW_BYTES, serving

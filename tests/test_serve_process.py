@@ -1,7 +1,7 @@
 """The real `skill-webhook` process: `serve` over HTTPS and plain HTTP, hostile clients, startup
 errors, shutdown, and the offline `mutate` command (README "Service surface", "Commands and settings").
 
-Every process is started with `sys.executable -m app.service.cli` (the console script's module), on
+Every process is started with `sys.executable -m app.service.cli.main` (the console script's module), on
 ports picked free on 127.0.0.1, with certificates made in tmp_path and SKILL_WEBHOOK_* variables of
 the caller's environment removed.
 """
@@ -30,7 +30,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.service.certs import load_cert
+from app.service.install.certs import load_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
@@ -55,7 +55,7 @@ def cli_env() -> dict[str, str]:
 
 def run_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.service.cli", *args], cwd=ROOT, env=cli_env(), capture_output=True,
+        [sys.executable, "-m", "app.service.cli.main", *args], cwd=ROOT, env=cli_env(), capture_output=True,
         text=True, timeout=timeout, input=input,
     )
 
@@ -88,7 +88,7 @@ def serving(tmp_path: Path, *extra: str) -> Iterator[Served]:
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.service.cli", "serve", "--source", "file", "--runtimes", str(SAMPLES),
+            [sys.executable, "-m", "app.service.cli.main", "serve", "--source", "file", "--runtimes", str(SAMPLES),
              "--certs-dir", str(tmp_path / "certs"), "--host", "127.0.0.1", "--port", str(port),
              "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port), *extra],
             cwd=ROOT, env=cli_env(), stdout=out, stderr=subprocess.STDOUT,
@@ -343,7 +343,7 @@ def test_offline_mutate_into_a_closed_pipe_exits_quietly():
     os.close(read_end)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "app.service.cli", "mutate", "--pod", str(SAMPLES / "pod.yaml"),
+            [sys.executable, "-m", "app.service.cli.main", "mutate", "--pod", str(SAMPLES / "pod.yaml"),
              "--runtimes", str(SAMPLES), "--output", "pod"],
             cwd=ROOT, env=cli_env(), stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
         )

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from app.core.mutation import MutationOptions, mutate_pod
+from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN
-from app.core.skill_images import SupplyPlan
-from app.core.supply import ImageFacts
+from app.core.mutation.skill_images import SupplyPlan
+from app.core.registry_facts import ImageFacts
 from tests.builders import NAMESPACE, apply_and_recheck, container, deployment_pod, index_of, runtime_object, skill
 
 IMAGE = "ghcr.io/example/skills/alpha:v1"

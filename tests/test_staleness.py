@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.core.mutation import MutationOptions, mutate_pod
+from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core import staleness as S
-from app.core.staleness import FingerprintMemo, StalenessOptions, pod_staleness
+from app.core.staleness import pods as S
+from app.core.staleness.pods import FingerprintMemo, StalenessOptions, pod_staleness
 from tests.builders import apply_patch, deployment_pod, index_of, pod, runtime_object, skill
 
 INJECTED = DEFAULT_DOMAIN.skills_injected

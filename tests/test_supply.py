@@ -9,8 +9,8 @@ import threading
 import pytest
 from hypothesis import given, strategies as st
 
-from app.core import supply
-from app.core.supply import (
+from app.core import registry_facts as supply
+from app.core.registry_facts import (
     ImageFacts,
     SupplyCache,
     check_simple_signing,

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from app.core import supply
+from app.core import registry_facts as supply
 from app.core.names import DEFAULT_DOMAIN
 from tests.builders import runtime_object
 from tests.registry_harness import (

@@ -24,8 +24,8 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from app.service.certs import atomic_write, cert_pem, generate_ca, generate_serving_cert, key_pem
-from app.service.tls import ReloadingTLSContext
+from app.service.install.certs import atomic_write, cert_pem, generate_ca, generate_serving_cert, key_pem
+from app.service.http.tls import ReloadingTLSContext
 
 ROTATIONS = 10
 SERVE_NEW_CERT_WITHIN = 5.0

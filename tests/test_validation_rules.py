@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.core.admission import admission_response, parse_admission_review
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
 from app.core.validation import ValidationOptions, review_agentruntime, validate_agentruntime
 from app.core.validation.skills import DNS1123_LABEL_MESSAGE

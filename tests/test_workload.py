@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from app.core.model import WorkloadRef
-from app.core.mutation import mutate_pod
-from app.core.workload import controller_owner, resolve_workload
+from app.core.mutation.review import mutate_pod
+from app.core.matching.workload import controller_owner, resolve_workload
 from tests.builders import DEFAULT_OPTIONS, NAMESPACE, index_of, owner, pod, runtime_object, skill
 
 APPS = "apps"

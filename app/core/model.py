@@ -8,7 +8,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .names import DEFAULT_DOMAIN, Domain
+from app.core.names import DEFAULT_DOMAIN, Domain
 
 DEFAULT_AGENTRUNTIME_API = "agent.kagenti.dev/v1alpha1"
 AGENTRUNTIME_KIND = "AgentRuntime"
@@ -73,7 +73,7 @@ class Skill(BaseModel):
     @functools.cached_property
     def normal_mount_path(self) -> str:
         # Imported here: validation imports this module.
-        from .validation.paths import normalise
+        from app.core.validation.paths import normalise
 
         return normalise(self.mountPath)
 
@@ -121,7 +121,7 @@ class ObjectMeta(BaseModel):
 class AgentRuntime(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    # Set by `app.core.cache.cached_runtime`: the problems the validating webhook would have refused
+    # Set by `app.core.decode.cached_runtime`: the problems the validating webhook would have refused
     # this object for (it may have been stored before the webhook existed, or read from a file).
     # A class attribute, not a field: no key of the object itself can set it (an extra key of that
     # name lands in model_extra), and reading it on every admission costs a plain attribute lookup

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-from app.core.documents import dump_json
+from app.core.parsing.documents import dump_json
 
 ADMISSION_LOGGER = "skill_webhook.admission"
 

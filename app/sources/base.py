@@ -7,7 +7,7 @@ import contextlib
 import gc
 from typing import Iterator
 
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 
 
 class AgentRuntimeSource(abc.ABC):

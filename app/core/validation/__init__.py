@@ -6,7 +6,7 @@ both give the same verdict); `review_agentruntime` is the /validate admission de
 declares its skills (spec.skills or the `<domain>/skill-images` annotation).
 """
 
-from .agentruntime import (
+from app.core.validation.agentruntime import (
     ValidationOptions,
     review_agentruntime,
     stored_object_errors,
@@ -14,18 +14,18 @@ from .agentruntime import (
     target_group_problem,
     validate_agentruntime,
 )
-from .batch import BatchReport, DocumentResult, validate_documents
-from .fields import ErrorType, FieldError, FieldPath, Key
-from .findings import ValidationReport
-from .oci import (
+from app.core.validation.batch import BatchReport, DocumentResult, validate_documents
+from app.core.validation.fields import ErrorType, FieldError, FieldPath, Key
+from app.core.validation.findings import ValidationReport
+from app.core.validation.oci import (
     ImageReference,
     InvalidImageReference,
     parse_reference,
     parse_registry_prefix,
     registry_allowed,
 )
-from .paths import is_within, normalise
-from .skills import BOTH_FORMS_MESSAGE, MAX_EXAMINED_SKILLS, SkillsSource, annotation_path, check_skills, skills_source
+from app.core.validation.paths import is_within, normalise
+from app.core.validation.skills import BOTH_FORMS_MESSAGE, MAX_EXAMINED_SKILLS, SkillsSource, annotation_path, check_skills, skills_source
 
 __all__ = [
     "BOTH_FORMS_MESSAGE",

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Protocol
 from pydantic import ValidationError
 
 from app.core.admission import AdmissionDecision, AdmissionRequest
-from app.core.index import AgentRuntimeIndex
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import (
     AGENTRUNTIME_KIND,
     DEFAULT_AGENTRUNTIME_API,
@@ -30,11 +30,11 @@ from app.core.model import (
 )
 from app.core.names import DEFAULT_DOMAIN, Domain
 
-from . import fields as f
-from .fields import FieldPath
-from .findings import Findings, ValidationReport, short_value, type_name, well_typed
-from .images import check_image_facts
-from .skills import SkillsSource, check_skills, skills_source
+from app.core.validation import fields as f
+from app.core.validation.fields import FieldPath
+from app.core.validation.findings import Findings, ValidationReport, short_value, type_name, well_typed
+from app.core.validation.images import check_image_facts
+from app.core.validation.skills import SkillsSource, check_skills, skills_source
 
 # The API group each target kind lives in; a targetRef in another group can never match a pod.
 TARGET_KIND_GROUPS = {
@@ -79,7 +79,7 @@ class ValidationOptions:
     agentruntime_api: str = DEFAULT_AGENTRUNTIME_API
     # Names the annotation that may hold the skills (`<domain>/skill-images`).
     domain: Domain = DEFAULT_DOMAIN
-    # What the registry resolver knows (an app.core.skill_images.SupplyPlan); None: resolver off.
+    # What the registry resolver knows (an app.core.mutation.skill_images.SupplyPlan); None: resolver off.
     # Never set for the cached verdict of stored objects (see app.core.validation.images).
     supply: Any = None
 

@@ -15,12 +15,12 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from app.core.documents import open_lists
-from app.core.index import AgentRuntimeIndex
+from app.core.parsing.documents import open_lists
+from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AGENTRUNTIME_KIND, AgentRuntime, WorkloadRef
 
-from .agentruntime import DEFAULT_OPTIONS, Targets, ValidationOptions, validate_agentruntime
-from .findings import ValidationReport
+from app.core.validation.agentruntime import DEFAULT_OPTIONS, Targets, ValidationOptions, validate_agentruntime
+from app.core.validation.findings import ValidationReport
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any, Mapping, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from . import fields as f
-from .fields import FieldError, FieldPath
+from app.core.validation import fields as f
+from app.core.validation.fields import FieldError, FieldPath
 
 _PYDANTIC_TYPE_DETAILS = {
     "string_type": "must be a string",

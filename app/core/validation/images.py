@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import fields as f
-from .fields import FieldPath
-from .findings import Findings
+from app.core.validation import fields as f
+from app.core.validation.fields import FieldPath
+from app.core.validation.findings import Findings
 
 SKIPPED_ABOVE = 100  # a hostile list is bounded by the other rules already; do not look up more
 
 
 def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any) -> None:
-    """`supply` is an app.core.skill_images.SupplyPlan (facts lookup plus the signature policy)."""
+    """`supply` is an app.core.mutation.skill_images.SupplyPlan (facts lookup plus the signature policy)."""
     if not isinstance(raw, list):
         return
     unknown: list[str] = []

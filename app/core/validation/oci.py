@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .caching import cached_when_short
+from app.core.validation.caching import cached_when_short
 
 DOCKER_HUB = "docker.io"
 # Spellings of Docker Hub that pull the same images as "docker.io".

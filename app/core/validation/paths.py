@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from .caching import cached_when_short
+from app.core.validation.caching import cached_when_short
 
 Components = tuple[str, ...]
 

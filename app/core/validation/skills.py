@@ -16,15 +16,15 @@ import json
 import re
 from typing import Any, Callable, NamedTuple
 
-from app.core.documents import DocumentError, load_json
+from app.core.parsing.documents import DocumentError, load_json
 from app.core.model import MAX_SKILL_NAME_LENGTH, MAX_SKILLS, PULL_POLICIES, Skill
 from app.core.names import DEFAULT_DOMAIN, Domain
 
-from . import fields as f
-from . import oci, paths
-from .fields import FieldPath
-from .caching import cached_when_short
-from .findings import Findings, type_name, well_typed
+from app.core.validation import fields as f
+from app.core.validation import oci, paths
+from app.core.validation.fields import FieldPath
+from app.core.validation.caching import cached_when_short
+from app.core.validation.findings import Findings, type_name, well_typed
 
 # Beyond this many items only the count is reported: it bounds the work and the message for a
 # hostile 3 MiB list while still showing every problem of any list a person would write.

@@ -1,0 +1,85 @@
+"""What one injection puts into a pod, and the record of it that the pod carries.
+
+Mutation writes the record (annotation `<domain>/skills-injected`); staleness compares a running
+pod's record with what the mutation would write now. Both go through `injected_skills` and
+`skills_fingerprint`, so the two can never disagree on what "the same skills" means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import orjson
+
+from app.core.model import Skill
+
+
+class InjectedSkill(NamedTuple):
+    """One skill as injected: `image` is the volume's reference (digest-pinned when the resolver pins)."""
+
+    name: str
+    image: str
+    mountPath: str
+    pullPolicy: str | None
+
+    def as_dict(self) -> dict[str, str]:
+        entry = {"name": self.name, "image": self.image, "mountPath": self.mountPath}
+        if self.pullPolicy:
+            entry["pullPolicy"] = self.pullPolicy
+        return entry
+
+
+def injected_skills(skills: Iterable[Skill], references: Mapping[str, str] | None = None) -> tuple[InjectedSkill, ...]:
+    """The skills in spec order, each with the image reference to inject (`references[name]` when given)."""
+    refs = references or {}
+    return tuple(InjectedSkill(s.name, refs.get(s.name, s.image), s.mountPath, s.pullPolicy) for s in skills)
+
+
+def skills_fingerprint(skills: Iterable[InjectedSkill]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of the injected skills in spec order: any
+    change of image, mount path, pull policy, order or membership changes it."""
+    canonical = json.dumps([s.as_dict() for s in skills], sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def injected_record(runtime_name: str, container: str, skills: tuple[InjectedSkill, ...]) -> dict[str, Any]:
+    return {
+        "agentRuntime": runtime_name,
+        "container": container,
+        "skills": {s.name: s.image for s in skills},
+        "fingerprint": skills_fingerprint(skills),
+    }
+
+
+class InjectedRecord(NamedTuple):
+    """A pod's `skills-injected` annotation, read back (fields that are missing or ill-typed are empty)."""
+
+    agent_runtime: str
+    container: str
+    skills: Mapping[str, str]
+    fingerprint: str
+
+
+def read_injected_record(value: Any) -> InjectedRecord | None:
+    """The record in an annotation value, or None when there is none or it is not a record object."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    skills = parsed.get("skills")
+    return InjectedRecord(
+        agent_runtime=_text(parsed.get("agentRuntime")),
+        container=_text(parsed.get("container")),
+        skills={k: v for k, v in skills.items() if isinstance(v, str)} if isinstance(skills, dict) else {},
+        fingerprint=_text(parsed.get("fingerprint")),
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,142 @@
+"""The /mutate decision for one pod: match, re-check, choose the container, build the patch
+(README "What the mutating webhook does")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.admission import AdmissionDecision, AdmissionRequest
+from app.core.matching.container import AgentContainerNotFound, choose_agent_container
+from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.injection import read_injected_record
+from app.core.model import DEFAULT_SIDECAR_NAMES
+from app.core.names import DEFAULT_DOMAIN, Domain
+from app.core.mutation.patch import MalformedPod, SkillConflict, build_skill_patch, pod_containers
+from app.core.mutation.skill_images import SupplyPlan, plan_supply
+from app.core.matching.workload import resolve_workload
+
+NOT_SYNCED_MESSAGE = "skill cache not synchronized yet; retry shortly"
+
+
+@dataclass(frozen=True)
+class MutationOptions:
+    sidecar_names: frozenset[str] = frozenset(DEFAULT_SIDECAR_NAMES)
+    # Whether the cluster can run image volumes (see app.core.mutation.capability); when it cannot, nothing is
+    # injected, because an API server with the ImageVolume gate off drops the volumes and mounts
+    # silently and the pod would claim skills it does not have.
+    image_volumes: bool = True
+    image_volumes_reason: str = ""
+    domain: Domain = DEFAULT_DOMAIN
+    # What the registry resolver knows (digests, mountability, signatures) and what to do with it;
+    # None: the resolver is off and images are injected as written.
+    supply: SupplyPlan | None = None
+
+
+def review_pod(request: AdmissionRequest, index: AgentRuntimeIndex, options: MutationOptions) -> AdmissionDecision:
+    """Decide an AdmissionReview request sent to /mutate."""
+    if request.group or request.kind != "Pod" or request.sub_resource:
+        return AdmissionDecision(outcome="ignored")
+    if request.operation != "CREATE":
+        return AdmissionDecision(outcome="ignored")
+    if not isinstance(request.object, dict):
+        return AdmissionDecision.deny(400, "request.object must be a Pod object", reason="BadRequest")
+    # dryRun needs no special case: the mutation has no side effects, so a dry run gets the same patch.
+    return mutate_pod(request.object, request.namespace, index, options)
+
+
+def mutate_pod(
+    pod: dict[str, Any], namespace: str, index: AgentRuntimeIndex, options: MutationOptions
+) -> AdmissionDecision:
+    """Decide what to do to `pod` (created in `namespace`); the patch is relative to `pod` as given."""
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
+    domain = options.domain
+    if labels.get(domain.skills_inject_label) == "disabled":
+        return AdmissionDecision(outcome="opted-out")
+    if not index.synced.is_set():
+        return _denied(503, NOT_SYNCED_MESSAGE, "ServiceUnavailable", "not-synced")
+    if not namespace:
+        namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else ""
+    match = index.lookup(namespace, resolve_workload(pod))
+    runtime = match.runtime
+    if runtime is None:
+        return AdmissionDecision(outcome="no-match")
+    decision = AdmissionDecision(runtime=runtime.metadata.name, warnings=match.warnings)
+    if runtime.problems:
+        # Stored before the validating webhook existed, while it was down, or read from a file: its
+        # pods get nothing of it rather than a mount at /proc or an image outside the allow-list.
+        return _denied(
+            422,
+            f'AgentRuntime "{runtime.metadata.name}" is invalid: ' + "; ".join(runtime.problems),
+            "Invalid",
+            "invalid-agentruntime",
+            decision,
+        )
+    skills = runtime.spec.skills
+    if not skills:
+        decision.outcome = "no-skills"
+        return decision
+    if not options.image_volumes:
+        decision.outcome = "image-volumes-off"
+        decision.warnings.append(
+            f'skills of AgentRuntime "{runtime.metadata.name}" were not injected: image volumes are off '
+            f"({options.image_volumes_reason or 'disabled by configuration'})"
+        )
+        return decision
+
+    try:
+        containers = pod_containers(pod)
+    except MalformedPod as err:
+        return _deny_malformed(decision, str(err))
+    names = [c.get("name") if isinstance(c.get("name"), str) else "" for c in containers]
+    annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    record = read_injected_record(annotations.get(domain.skills_injected))
+    supply = plan_supply(options.supply, skills)
+    decision.warnings += supply.warnings
+    if supply.denial is not None:
+        code, reason, message = supply.denial
+        return _denied(code, f'AgentRuntime "{runtime.metadata.name}": {message}', reason, "supply-denied", decision)
+    try:
+        choice = choose_agent_container(
+            names, annotations, options.sidecar_names, domain, record.container if record else None
+        )
+        decision.warnings += choice.warnings
+        patch = build_skill_patch(
+            pod, runtime, choice.position, domain=domain,
+            references=supply.references, skills_metadata=supply.metadata,
+        )
+    except AgentContainerNotFound as err:
+        return _deny_conflict(decision, f'AgentRuntime "{runtime.metadata.name}": {err}')
+    except SkillConflict as err:
+        return _deny_conflict(decision, str(err))
+    except MalformedPod as err:
+        return _deny_malformed(decision, str(err))
+    decision.patch = patch.operations
+    decision.warnings += patch.warnings
+    decision.skills = [s.name for s in skills]
+    decision.unpinned = supply.unpinned
+    decision.outcome = "injected" if patch.operations else "already-injected"
+    return decision
+
+
+def _deny_conflict(decision: AdmissionDecision, message: str) -> AdmissionDecision:
+    return _denied(409, message, "Conflict", "conflict", decision)
+
+
+def _deny_malformed(decision: AdmissionDecision, message: str) -> AdmissionDecision:
+    return _denied(400, f"pod cannot be patched: {message}", "BadRequest", "malformed", decision)
+
+
+def _denied(
+    code: int, message: str, reason: str, outcome: str, so_far: AdmissionDecision | None = None
+) -> AdmissionDecision:
+    """A denial that keeps the AgentRuntime and warnings found so far (for the log line and kubectl)."""
+    return AdmissionDecision.deny(
+        code,
+        message,
+        reason=reason,
+        outcome=outcome,
+        runtime=so_far.runtime if so_far else None,
+        warnings=so_far.warnings if so_far else [],
+    )

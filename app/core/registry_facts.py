@@ -1,0 +1,306 @@
+"""What the registry tells about a skill image, and the decisions made from it (README "Skill images and
+registries").
+
+Pure data and rules: the resolver (app.sources.registry.resolver) fetches manifests and signatures and calls these;
+`/mutate` and validation read `ImageFacts` through a `SupplyView`, never the network.
+
+Mountability follows what container runtimes accept for an image volume: an image manifest (OCI or
+Docker schema 2) whose config is an image config. An OCI *artifact* (an empty or custom config media
+type, or an `artifactType`) is refused by containerd at the node, so it is reported here, at the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Iterable, Literal, Mapping, Protocol
+
+from app.core.validation.oci import InvalidImageReference, parse_reference
+
+# -- media types ----------------------------------------------------------------------------------
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+
+IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+IMAGE_CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+# What a client asks for: the same four a node's runtime accepts, so the digest we learn is the one it pulls.
+MANIFEST_ACCEPT = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
+
+# -- skill metadata annotations -------------------------------------------------------------------
+
+TITLE = "org.opencontainers.image.title"
+DESCRIPTION = "org.opencontainers.image.description"
+VERSION = "org.opencontainers.image.version"
+SKILLIMAGE_STATUS = "io.skillimage.status"
+AGENTSKILLS_NAME = "io.agentskills.skill.name"
+DEPRECATED = "deprecated"
+
+PREFERRED_PLATFORM = ("linux", "amd64")
+
+Verdict = Literal["verified", "unverified", "unknown", "off"]
+VERDICTS: tuple[Verdict, ...] = ("verified", "unverified", "unknown", "off")
+
+
+@dataclass(frozen=True)
+class Mountability:
+    """Whether image volumes can mount a manifest; `reason` says why not (empty when mountable)."""
+
+    mountable: bool
+    reason: str = ""
+
+
+def manifest_mountability(media_type: str, manifest: Mapping[str, Any]) -> Mountability:
+    """Decide for one image manifest (not an index): its media type, `artifactType` and config type."""
+    media_type = manifest.get("mediaType") or media_type
+    if media_type not in IMAGE_MANIFESTS:
+        return Mountability(False, f"manifest media type {media_type or 'none'} is not an image manifest")
+    if manifest.get("artifactType"):
+        return Mountability(False, f"an OCI artifact (artifactType {manifest['artifactType']}), not an image")
+    config = manifest.get("config")
+    config_type = config.get("mediaType") if isinstance(config, Mapping) else None
+    if config_type in IMAGE_CONFIGS:
+        return Mountability(True)
+    if config_type == OCI_EMPTY:
+        return Mountability(False, "an OCI artifact with an empty config, not an image")
+    return Mountability(False, f"an OCI artifact (config media type {config_type or 'none'}), not an image")
+
+
+def config_media_type(manifest: Mapping[str, Any]) -> str:
+    config = manifest.get("config")
+    value = config.get("mediaType") if isinstance(config, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def is_index(media_type: str, manifest: Mapping[str, Any]) -> bool:
+    return (manifest.get("mediaType") or media_type) in INDEXES
+
+
+def choose_platform_entry(index: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The index entry a node would most likely pull: linux/amd64 first, else the first entry.
+
+    Attestation entries (`unknown/unknown`, as BuildKit writes them) are never chosen."""
+    entries = [
+        e for e in index.get("manifests") or ()
+        if isinstance(e, Mapping) and isinstance(e.get("digest"), str)
+        and _platform(e) != ("unknown", "unknown")
+    ]
+    for entry in entries:
+        if _platform(entry) == PREFERRED_PLATFORM:
+            return entry
+    return entries[0] if entries else None
+
+
+def index_entry_mountability(entry: Mapping[str, Any] | None) -> Mountability | None:
+    """Rule out an index entry from its descriptor alone; None when its manifest must be read."""
+    if entry is None:
+        return Mountability(False, "an index without image entries")
+    media_type = entry.get("mediaType")
+    if media_type in INDEXES:
+        return Mountability(False, "an index of indexes, which image volumes do not follow")
+    if media_type not in IMAGE_MANIFESTS:
+        return Mountability(False, f"index entry media type {media_type or 'none'} is not an image manifest")
+    if entry.get("artifactType"):
+        return Mountability(False, f"an index of OCI artifacts (artifactType {entry['artifactType']})")
+    return None
+
+
+def _platform(entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    platform = entry.get("platform")
+    if not isinstance(platform, Mapping):
+        return None
+    return (str(platform.get("os", "")), str(platform.get("architecture", "")))
+
+
+def annotations_of(manifest: Mapping[str, Any]) -> dict[str, str]:
+    value = manifest.get("annotations")
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+
+
+# -- references -----------------------------------------------------------------------------------
+
+
+def pinned_reference(reference: str, digest: str) -> str:
+    """`<repo>:<tag>@<digest>` as written (no tag: `<repo>@<digest>`); a reference that already names
+    a digest is returned unchanged, since that is what the node pulls anyway."""
+    if "@" in reference:
+        return reference
+    return f"{reference}@{digest}"
+
+
+def signature_tag(digest: str) -> str:
+    """cosign's signature tag for an image digest: `sha256:<hex>` -> `sha256-<hex>.sig`."""
+    algorithm, _, encoded = digest.partition(":")
+    return f"{algorithm}-{encoded}.sig"
+
+
+def check_simple_signing(payload: bytes, expected_digest: str) -> str | None:
+    """None when a cosign simple-signing payload names `expected_digest`; else why it does not."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return "signature payload is not JSON"
+    critical = document.get("critical") if isinstance(document, dict) else None
+    image = critical.get("image") if isinstance(critical, dict) else None
+    digest = image.get("docker-manifest-digest") if isinstance(image, dict) else None
+    if not isinstance(digest, str):
+        return "signature payload has no critical.image.docker-manifest-digest"
+    if digest != expected_digest:
+        return f"signature is for another digest ({digest})"
+    return None
+
+
+# -- what the resolver learns ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """Everything known about one skill image reference, as written in an AgentRuntime.
+
+    `digest` is None until the registry answered once; after that a failing lookup keeps the last
+    digest and records `error`/`error_kind` (so a tag that stops resolving still pins what it was).
+    `mountable` is None while unknown."""
+
+    reference: str
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None = None
+    media_type: str = ""
+    config_media_type: str = ""
+    mountable: bool | None = None
+    mount_reason: str = ""
+    title: str | None = None
+    description: str | None = None
+    version: str | None = None
+    status: str | None = None
+    agentskills_name: str | None = None
+    signature: Verdict = "unknown"
+    signature_reason: str = ""
+    error: str | None = None
+    # not_found, unauthorized, timeout, unreachable, server_error, tls, bad_response, invalid
+    error_kind: str | None = None
+    # When it was last asked, not a fact of the image: two lookups with the same answer are equal.
+    resolved_at: dt.datetime | None = field(default=None, compare=False)
+
+    @classmethod
+    def unresolved(cls, reference: str) -> "ImageFacts":
+        try:
+            parsed = parse_reference(reference)
+        except InvalidImageReference as exc:
+            return cls(reference, "", "", None, error=f"invalid reference: {exc}", error_kind="invalid")
+        return cls(reference, intern(parsed.registry), intern(parsed.repository), intern(parsed.tag),
+                   digest=intern(parsed.digest))
+
+    @property
+    def pinned(self) -> bool:
+        """The reference itself names a digest."""
+        return "@" in self.reference
+
+    @property
+    def deprecated(self) -> bool:
+        return (self.status or "").lower() == DEPRECATED
+
+    @property
+    def tag_gone(self) -> bool:
+        """The tag resolved once and now is not found (an archived skill): "tag no longer resolves"."""
+        return self.error_kind == "not_found" and self.digest is not None and not self.pinned
+
+    @property
+    def pinned_reference(self) -> str | None:
+        return pinned_reference(self.reference, self.digest) if self.digest else None
+
+    def metadata(self) -> dict[str, str]:
+        """The `skills-metadata` entry: version, description, digest, only those that are known."""
+        found = {"version": self.version, "description": self.description, "digest": self.digest}
+        return {k: v for k, v in found.items() if v}
+
+    def with_error(self, kind: str, text: str, at: dt.datetime) -> "ImageFacts":
+        """The same facts (last digest kept) with a failed lookup recorded."""
+        return replace(self, error=intern(text), error_kind=intern(kind), resolved_at=at)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "reference": self.reference, "registry": self.registry, "repository": self.repository,
+            "tag": self.tag, "digest": self.digest, "mediaType": self.media_type or None,
+            "configMediaType": self.config_media_type or None, "mountable": self.mountable,
+            "mountReason": self.mount_reason or None,
+            "title": self.title, "description": self.description, "version": self.version,
+            "status": self.status, "agentskillsName": self.agentskills_name,
+            "signature": {"verdict": self.signature, "reason": self.signature_reason or None},
+            "error": self.error,
+            "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None,
+        }
+        if self.digest and not self.pinned:
+            out["pinnedReference"] = self.pinned_reference
+        return out
+
+
+def skill_metadata(annotations: Mapping[str, str]) -> dict[str, str | None]:
+    """ImageFacts fields from manifest annotations (skillimage and agentskills layouts)."""
+    return {
+        "title": intern(annotations.get(TITLE)),
+        "description": intern(annotations.get(DESCRIPTION)),
+        "version": intern(annotations.get(VERSION)),
+        "status": intern(annotations.get(SKILLIMAGE_STATUS)),
+        "agentskills_name": intern(annotations.get(AGENTSKILLS_NAME)),
+    }
+
+
+def intern(value: str | None) -> str | None:
+    """One shared copy of a string many facts repeat (registry, repository, media types, versions,
+    error texts), so 10,000 images of one registry do not hold 10,000 copies of each."""
+    return sys.intern(value) if type(value) is str else value
+
+
+# -- what /mutate reads ---------------------------------------------------------------------------
+
+
+class SupplyView(Protocol):
+    def facts(self, reference: str) -> ImageFacts | None: ...
+
+
+class SupplyCache:
+    """An immutable mapping swapped in one assignment: readers never lock and never see half an
+    update; one writer (the resolver) publishes whole new mappings, a batch of results at a time."""
+
+    def __init__(self, initial: Mapping[str, ImageFacts] | None = None) -> None:
+        self._dict: dict[str, ImageFacts] = dict(initial or {})
+        self._facts: Mapping[str, ImageFacts] = MappingProxyType(self._dict)
+
+    def facts(self, reference: str) -> ImageFacts | None:
+        return self._facts.get(reference)
+
+    def snapshot(self) -> Mapping[str, ImageFacts]:
+        return self._facts
+
+    def publish(self, updates: Mapping[str, ImageFacts], keep: Iterable[str] | None = None) -> None:
+        """Publish `updates` over the current facts; with `keep`, drop every reference not in it.
+
+        One copy of the mapping per call, whatever the number of updates: callers batch them."""
+        if keep is None:
+            current = dict(self._dict)
+        else:
+            wanted = keep if isinstance(keep, (set, frozenset)) else set(keep)
+            current = {k: v for k, v in self._dict.items() if k in wanted}
+        current.update(updates)
+        self._dict, self._facts = current, MappingProxyType(current)
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+
+EMPTY_VIEW = SupplyCache()

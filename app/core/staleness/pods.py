@@ -1,0 +1,300 @@
+"""Whether a running pod still has the skills its AgentRuntime would give it now (README "When skills change").
+
+Pods get skills only when they are created, so after an AgentRuntime changes its running pods keep
+the old set. A pod is stale when the fingerprint in its `<domain>/skills-injected` record differs
+from the fingerprint of what the mutation would inject now. "What would be injected" is never
+defined here: it is matching (`resolve_workload` + `AgentRuntimeIndex.lookup`, as the mutation does)
+followed by `injected_skills` + `skills_fingerprint`, the functions the patch builder writes the record
+with. Records written before the fingerprint existed are compared by their `skills` map (name ->
+image), which is all they hold.
+
+Pure: no I/O. The reconciler and `skill-webhook stale` both call `pod_staleness`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.injection import InjectedRecord, InjectedSkill, injected_skills, read_injected_record, skills_fingerprint
+from app.core.model import AgentRuntime, WorkloadRef, volume_name
+from app.core.mutation.review import MutationOptions
+from app.core.names import DEFAULT_DOMAIN, Domain
+from app.core.mutation.skill_images import SupplyPlan, plan_supply
+from app.core.matching.workload import resolve_workload
+
+# What `Staleness.reason` says (also the `reason` of `skill-webhook stale -o json`).
+CURRENT = "current"  # the record matches what would be injected now
+OPTED_OUT = "opted-out"  # labelled <domain>/skills-inject: disabled: never stale
+IMAGE_VOLUMES_OFF = "image-volumes-off"  # nothing is injected at all, so nothing is judged
+NOT_INJECTED = "not-injected"  # no record and no skills apply: nothing to do
+CHANGED = "changed"  # the fingerprint (or, for a legacy record, the skills map) differs
+UNRECORDED = "no-record"  # no record while skills now apply
+RUNTIME_GONE = "runtime-gone"  # a record while no AgentRuntime matches any more
+NO_SKILLS = "no-skills"  # a record while the matched AgentRuntime declares no skills
+INVALID = "invalid-agentruntime"  # the matched AgentRuntime has errors: its new pods are denied
+
+# Provides the image reference to inject per skill name for an AgentRuntime (digest pinning); None or
+# a missing name: the image as written.
+ReferencesProvider = Callable[[AgentRuntime], "Mapping[str, str] | None"]
+
+
+class _PodLike(Protocol):
+    def as_pod(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class StalenessOptions:
+    domain: Domain = DEFAULT_DOMAIN
+    # As the mutation's option: with image volumes off nothing is injected, and judging every injected
+    # pod stale for it would only churn pods to take their skills away.
+    image_volumes: bool = True
+    references: ReferencesProvider | None = None
+    # Where no resolver runs (`skill-webhook stale` from a laptop), a recorded `<image>@<digest>` is taken
+    # as the current injection of `<image>`: only the registry could say whether the tag moved since.
+    trust_recorded_digests: bool = False
+    # The SupplyPlan `references` plans from, when there is one: its facts are immutable objects, so a
+    # memo may keep a fingerprint for as long as the same fact objects come back (see FingerprintMemo).
+    supply: Any = None
+
+    @classmethod
+    def from_mutation(cls, mutation: MutationOptions) -> "StalenessOptions":
+        """The options that judge pods as `mutation` injects them: same domain, same image-volume
+        decision, and the references its supply plan would pin (one definition of both)."""
+        supply = mutation.supply
+        return cls(domain=mutation.domain, image_volumes=mutation.image_volumes,
+                   references=_planned_references(supply) if supply is not None else None, supply=supply)
+
+
+def _planned_references(supply: SupplyPlan) -> ReferencesProvider:
+    def references(runtime: AgentRuntime) -> Mapping[str, str]:
+        return plan_supply(supply, runtime.spec.skills).references
+
+    return references
+
+
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """The verdict on one pod, with what differs in words (`blog-writer: ghcr.io/a:v1 -> ghcr.io/a:v2`)."""
+
+    stale: bool
+    reason: str
+    namespace: str
+    pod: str
+    # The AgentRuntime now matched (None when none is), and the name the gauge and report use: the
+    # matched one, else the one the record names (a deleted AgentRuntime).
+    runtime: AgentRuntime | None
+    agent_runtime: str
+    differences: tuple[str, ...] = ()
+    recorded_fingerprint: str = ""
+    expected_fingerprint: str = ""
+    # The matched AgentRuntime's validation problems (reason INVALID): its new pods are denied, so
+    # rolling its pods would take them down and bring none back.
+    problems: tuple[str, ...] = field(default=())
+
+
+def expected_skills(runtime: AgentRuntime | None, options: StalenessOptions) -> tuple[InjectedSkill, ...]:
+    """What the mutation would inject now for `runtime` (empty: nothing)."""
+    if runtime is None or not runtime.spec.skills:
+        return ()
+    references = options.references(runtime) if options.references is not None else None
+    return injected_skills(runtime.spec.skills, references)
+
+
+class FingerprintMemo:
+    """Expected fingerprint per AgentRuntime object, so that judging the thousand pods of one
+    AgentRuntime hashes its skills once. Keyed by identity (the index replaces an object on every
+    change) and checked against the references to inject (digest pinning moves them without the object
+    changing), so an entry is never out of date: with a SupplyPlan, while its facts for the skills' images
+    are the very objects the references were planned from, the plan is not even asked again (a periodic
+    re-check of 10,000 pods then costs a few dict reads each). `prune` drops entries of replaced objects."""
+
+    def __init__(self) -> None:
+        # id -> (runtime, supply, facts seen, references, fingerprint); the skills are rebuilt per call.
+        self._by_id: dict[int, tuple[AgentRuntime, Any, tuple[Any, ...] | None, Mapping[str, str] | None, str]] = {}
+
+    def get(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[tuple[InjectedSkill, ...], str]:
+        fingerprint, references = self._entry(runtime, options)
+        return (injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()), fingerprint
+
+    def fingerprint(self, runtime: AgentRuntime, options: StalenessOptions) -> str:
+        """The fingerprint of what would be injected now for `runtime` ("" for nothing)."""
+        return self._entry(runtime, options)[0]
+
+    def _entry(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[str, Mapping[str, str] | None]:
+        skills = runtime.spec.skills
+        supply = options.supply
+        seen = tuple(supply.facts(s.image) for s in skills) if supply is not None and skills else None
+        hit = self._by_id.get(id(runtime))
+        if hit is not None and (hit[0] is not runtime or hit[1] is not supply):
+            hit = None
+        if hit is not None and seen is not None and hit[2] is not None and len(seen) == len(hit[2]) \
+                and all(a is b for a, b in zip(seen, hit[2])):
+            return hit[4], hit[3]
+        references = options.references(runtime) if options.references is not None and skills else None
+        if hit is not None and hit[3] == references:
+            if seen is None:
+                return hit[4], hit[3]  # unchanged: nothing to write
+            fingerprint = hit[4]
+        else:
+            injected = injected_skills(skills, references) if skills else ()
+            fingerprint = skills_fingerprint(injected) if injected else ""
+        self._by_id[id(runtime)] = (runtime, supply, seen, references, fingerprint)
+        return fingerprint, references
+
+    def prune(self, current: Callable[[AgentRuntime], bool]) -> None:
+        """Keep only the entries whose AgentRuntime `current` says is still the live object."""
+        self._by_id = {k: v for k, v in self._by_id.items() if current(v[0])}
+
+    def clear(self) -> None:
+        self._by_id.clear()
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+def pod_staleness(
+    pod: dict[str, Any] | _PodLike,
+    index: AgentRuntimeIndex,
+    options: StalenessOptions = StalenessOptions(),
+    memo: FingerprintMemo | None = None,
+) -> Staleness:
+    """Judge one pod (a pod dict, or a compact record with `as_pod()`) against the index as it is now."""
+    obj = pod if isinstance(pod, dict) else pod.as_pod()
+    metadata = _dict(obj.get("metadata"))
+    namespace, name = _text(metadata.get("namespace")), _text(metadata.get("name"))
+    labels = _dict(metadata.get("labels"))
+    record = read_injected_record(_dict(metadata.get("annotations")).get(options.domain.skills_injected))
+    recorded_name = record.agent_runtime if record is not None else ""
+
+    def verdict(stale: bool, reason: str, runtime: AgentRuntime | None = None, **rest: Any) -> Staleness:
+        label = runtime.metadata.name if runtime is not None else recorded_name
+        return Staleness(stale, reason, namespace, name, runtime, label,
+                         recorded_fingerprint=record.fingerprint if record is not None else "", **rest)
+
+    if labels.get(options.domain.skills_inject_label) == "disabled":
+        return verdict(False, OPTED_OUT)
+    if not options.image_volumes:
+        return verdict(False, IMAGE_VOLUMES_OFF)
+    runtime = index.lookup(namespace, resolve_workload(obj)).runtime
+    problems = tuple(getattr(runtime, "problems", ()) or ()) if runtime is not None else ()
+    if problems:
+        # The cache keeps nothing of an invalid AgentRuntime's skills, and rolling its pods would only
+        # take them down: their replacements are denied. Reported, so that someone fixes it.
+        head = f'AgentRuntime "{runtime.metadata.name}" is invalid, its new pods are denied: ' + "; ".join(problems)
+        return verdict(True, INVALID, runtime, differences=(head,), problems=problems)
+    if runtime is not None and memo is not None and not options.trust_recorded_digests:
+        wanted, fingerprint = memo.get(runtime, options)
+    else:
+        wanted = expected_skills(runtime, options)
+        if options.trust_recorded_digests and record is not None:
+            wanted = tuple(_as_recorded(s, record.skills.get(s.name)) for s in wanted)
+        fingerprint = skills_fingerprint(wanted) if wanted else ""
+
+    if record is None:
+        if not wanted:
+            return verdict(False, NOT_INJECTED, runtime)
+        lines = ("no record while skills now apply", *(f"+ {s.name}" for s in wanted))
+        return verdict(True, UNRECORDED, runtime, differences=lines, expected_fingerprint=fingerprint)
+    if not wanted:
+        if runtime is None:
+            gone = index.get(namespace, recorded_name) is None if recorded_name else True
+            head = (f'AgentRuntime "{recorded_name}" deleted' if gone and recorded_name else
+                    "AgentRuntime deleted" if gone else
+                    f'AgentRuntime "{recorded_name}" no longer targets this pod\'s workload')
+            reason = RUNTIME_GONE
+        else:
+            head, reason = f'AgentRuntime "{runtime.metadata.name}" declares no skills now', NO_SKILLS
+        return verdict(True, reason, runtime, differences=(head, *(f"- {n}" for n in record.skills)))
+
+    if record.fingerprint:
+        stale = record.fingerprint != fingerprint
+    else:  # a record from before the fingerprint: its skills map is all it says
+        stale = dict(record.skills) != {s.name: s.image for s in wanted}
+    if not stale:
+        # One string for both fingerprints (they are equal): thousands of verdicts are kept.
+        return Staleness(False, CURRENT, namespace, name, runtime, runtime.metadata.name,
+                         recorded_fingerprint=fingerprint if record.fingerprint else "", expected_fingerprint=fingerprint)
+    lines = _differences(record, _injected_in_pod(obj, record), wanted)
+    if recorded_name and recorded_name != runtime.metadata.name:
+        lines = (f'AgentRuntime "{recorded_name}" -> "{runtime.metadata.name}"', *lines)
+    return verdict(True, CHANGED, runtime, differences=lines, expected_fingerprint=fingerprint)
+
+
+def workload_of(pod: dict[str, Any] | _PodLike) -> tuple[WorkloadRef, ...]:
+    """The workloads the pod answers to (as matching reads them), for grouping pods by workload."""
+    return resolve_workload(pod if isinstance(pod, dict) else pod.as_pod())
+
+
+def _as_recorded(skill: InjectedSkill, recorded: str | None) -> InjectedSkill:
+    if recorded is not None and "@" not in skill.image and recorded.startswith(skill.image + "@"):
+        return skill._replace(image=recorded)
+    return skill
+
+
+# -- describing the difference -----------------------------------------------------------------------
+
+
+def _injected_in_pod(pod: dict[str, Any], record: InjectedRecord) -> dict[str, tuple[str | None, str | None]]:
+    """Per recorded skill, the (mountPath, pullPolicy) the pod really has, read from its spec (the record
+    keeps only images). Empty when the pod came without its spec (a compact informer record)."""
+    spec = _dict(pod.get("spec"))
+    volumes = {v.get("name"): v for v in _list(spec.get("volumes")) if isinstance(v, dict)}
+    containers = [c for c in _list(spec.get("containers")) if isinstance(c, dict)]
+    container = next((c for c in containers if c.get("name") == record.container), None)
+    mounts = {m.get("name"): m.get("mountPath") for m in _list(_dict(container).get("volumeMounts"))
+              if isinstance(m, dict)}
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for skill in record.skills:
+        volume = volumes.get(volume_name(skill))
+        if volume is None and volume_name(skill) not in mounts:
+            continue
+        image = _dict(_dict(volume).get("image"))
+        path = mounts.get(volume_name(skill))
+        found[skill] = (path if isinstance(path, str) else None, _text(image.get("pullPolicy")) or None)
+    return found
+
+
+def _differences(
+    record: InjectedRecord, in_pod: Mapping[str, tuple[str | None, str | None]], wanted: tuple[InjectedSkill, ...]
+) -> tuple[str, ...]:
+    lines: list[str] = []
+    wanted_names = [s.name for s in wanted]
+    lines += [f"- {n}" for n in record.skills if n not in wanted_names]
+    lines += [f"+ {s.name}" for s in wanted if s.name not in record.skills]
+    unexplained = False
+    for skill in wanted:
+        if skill.name not in record.skills:
+            continue
+        before = record.skills[skill.name]
+        if before != skill.image:
+            lines.append(f"{skill.name}: {before} -> {skill.image}")
+        seen = in_pod.get(skill.name)
+        if seen is None:
+            unexplained = True
+            continue
+        path, policy = seen
+        if path is not None and path != skill.mountPath:
+            lines.append(f"{skill.name}: mountPath {path} -> {skill.mountPath}")
+        if policy != skill.pullPolicy:
+            lines.append(f"{skill.name}: pullPolicy {policy or '(default)'} -> {skill.pullPolicy or '(default)'}")
+    kept = [n for n in record.skills if n in wanted_names]
+    if kept != [n for n in wanted_names if n in record.skills]:
+        lines.append("skill order changed")
+    if not lines:
+        # The fingerprint moved but neither the record nor the pod's spec at hand says where.
+        lines.append("mountPath or pullPolicy changed" if unexplained else "injected skills changed")
+    return tuple(lines)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""

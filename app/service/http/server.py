@@ -1,0 +1,290 @@
+"""`skill-webhook serve`: wire settings, source, TLS and the two listeners together, and run them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import uvicorn
+from uvicorn.loops.auto import auto_loop_factory
+
+from app.core.mutation.capability import decide_image_volumes
+from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.review import MutationOptions
+from app.core.mutation.skill_images import SupplyPlan
+from app.core.validation import ValidationOptions
+from app.sources.base import AgentRuntimeSource
+from app.sources.files.source import FileSource
+
+from app.service.http.app import ServiceState, create_app, create_health_app
+from app.service.metrics import WebhookMetrics
+from app.service.settings import Settings
+from app.service.http.tls import ReloadingTLSContext
+
+if TYPE_CHECKING:  # imported where used: the embedded default (file source, resolver off) never loads them
+    from app.sources.registry.resolver import SkillImageResolver
+
+log = logging.getLogger("skill_webhook.serve")
+
+
+class StartupError(RuntimeError):
+    """A setting or environment problem that must stop `serve` with a clear message."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server without its own signal handling: `run_servers` stops both listeners together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def validation_options(settings: Settings, supply: SupplyPlan | None = None) -> ValidationOptions:
+    return ValidationOptions(
+        registry_allow=settings.registries, agentruntime_api=settings.agentruntime_api, domain=settings.names,
+        supply=supply,
+    )
+
+
+def build_source(
+    settings: Settings, index: AgentRuntimeIndex, metrics: WebhookMetrics, options: ValidationOptions
+) -> AgentRuntimeSource:
+    if settings.resolved_source() == "file":
+        if not settings.runtimes.exists():
+            # Running ready with no AgentRuntimes would admit every pod without its skills.
+            raise StartupError(f"--runtimes {settings.runtimes}: no such file or directory")
+        return FileSource(index, settings.runtimes, options=options)
+    # Imported here so that the file source (the embedded default) never pays for the kube client.
+    from app.sources.kube.agentruntimes import InformerMetrics, KubeInformerSource, decode_agentruntime, make_api_client
+
+    try:
+        api_client = make_api_client(settings.kubeconfig)
+    except Exception as err:  # the kubernetes client raises several unrelated types for bad configs
+        raise StartupError(f"cannot build a Kubernetes client: {err}") from err
+    hooks = InformerMetrics(
+        on_restart=lambda reason: metrics.watch_restarts.labels(reason).inc(),
+        on_sync=lambda count: (metrics.cache_synced.set(1), metrics.agentruntimes_cached.set(count)),
+    )
+    return KubeInformerSource(
+        index, api_client=api_client, agentruntime_api=settings.agentruntime_api, metrics=hooks,
+        decode=lambda obj: decode_agentruntime(obj, options),
+    )
+
+
+def tls_files(settings: Settings, source_kind: str) -> tuple[Path, Path]:
+    """The serving pair: given files, or (file source only) a self-made CA and certificate."""
+    if settings.tls_cert_file and settings.tls_key_file:
+        return settings.tls_cert_file, settings.tls_key_file
+    if settings.tls_cert_file or settings.tls_key_file:
+        raise StartupError("--tls-cert-file and --tls-key-file go together")
+    if source_kind != "file":
+        # In a cluster a silent self-signed certificate would only fail later, at the API server.
+        raise StartupError(
+            "--tls-cert-file and --tls-key-file are required with the Kubernetes source "
+            "(mount the serving Secret; see manifests/ and `skill-webhook certs`)"
+        )
+    from app.service.install.certs import ensure_dev_certs
+
+    paths = ensure_dev_certs(settings.certs_dir)
+    log.info(
+        "using development certificates; trust the CA with curl --cacert %s", paths.ca_cert,
+        extra={"fields": {"ca": str(paths.ca_cert), "cert": str(paths.tls_cert)}},
+    )
+    return paths.tls_cert, paths.tls_key
+
+
+def resolver_enabled(settings: Settings) -> bool:
+    """The resolver runs with the Kubernetes source, and with the file source (a developer's machine,
+    whose sample images may not be reachable) only when a resolver setting was given explicitly."""
+    if settings.resolve_interval <= 0:
+        return False
+    if settings.resolved_source() == "kube":
+        return True
+    explicit = {"resolve_interval", "pin_digests", "verify_signatures", "registry_auth", "insecure_registries"}
+    return bool(explicit & settings.model_fields_set)
+
+
+def build_resolver(settings: Settings, index: AgentRuntimeIndex, metrics: WebhookMetrics) -> SkillImageResolver | None:
+    if not resolver_enabled(settings):
+        if settings.pin_digests != "off" or settings.verify_signatures != "off":
+            raise StartupError("--pin-digests and --verify-signatures need the resolver: --resolve-interval must be > 0")
+        return None
+    from app.sources.registry.cosign import CosignKeyError
+    from app.sources.registry.resolver import ResolverHooks, SkillImageResolver
+
+    resolver: SkillImageResolver
+
+    def cached(count: int) -> None:
+        metrics.digests_cached.set(count)
+        metrics.tags_gone.set(sum(1 for f in resolver.snapshot().values() if f.tag_gone))
+
+    hooks = ResolverHooks(
+        on_resolution=lambda result, registry, seconds: (
+            metrics.resolutions.labels(result).inc(), metrics.resolve_latency.labels(registry).observe(seconds)
+        ),
+        on_cached=cached,
+        on_signature=lambda verdict: metrics.signature_verdicts.labels(verdict).inc(),
+    )
+    try:
+        resolver = SkillImageResolver.from_settings(
+            settings, wanted=lambda: {s.image for r in index.all() for s in r.spec.skills}, hooks=hooks
+        )
+    except (CosignKeyError, OSError, ValueError) as err:
+        raise StartupError(f"--cosign-key / registry settings: {err}") from err
+    index.add_listener(resolver.notify)
+    return resolver
+
+
+@dataclass
+class ServiceParts:
+    """What `serve` starts and stops, built by `build_state`."""
+
+    state: ServiceState
+    source: AgentRuntimeSource
+    tls: ReloadingTLSContext
+    resolver: SkillImageResolver | None = None
+
+    def start(self) -> None:
+        self.source.start()
+        self.tls.start()
+        if self.resolver is not None:
+            self.resolver.start()
+
+    def stop(self) -> None:
+        if self.resolver is not None:
+            self.resolver.stop()
+        self.source.stop()
+        self.tls.stop()
+
+
+def build_state(settings: Settings) -> ServiceParts:
+    index = AgentRuntimeIndex()
+    metrics = WebhookMetrics()
+    source_kind = settings.resolved_source()
+    resolver = build_resolver(settings, index, metrics)
+    supply = (
+        SupplyPlan(resolver.facts, settings.pin_digests, settings.verify_signatures) if resolver is not None else None
+    )
+    validation = validation_options(settings, supply)
+    # The cache records the verdict of the rules that need no other object; registry facts change
+    # without the object changing, so they are checked at admission instead, never cached.
+    source = build_source(settings, index, metrics, validation_options(settings))
+    cert_file, key_file = tls_files(settings, source_kind)
+
+    def on_reload(context: ReloadingTLSContext) -> None:
+        if context.not_after is not None:
+            metrics.certificate_expiry.set(context.not_after.timestamp())
+        log.info("serving certificate loaded", extra={"fields": {"cert": str(cert_file), "notAfter": context.not_after}})
+
+    try:
+        tls = ReloadingTLSContext(cert_file, key_file, on_reload=on_reload)
+    except (OSError, ValueError) as err:
+        raise StartupError(f"cannot load the serving certificate {cert_file} / {key_file}: {err}") from err
+
+    server_version = None
+    if source_kind == "kube" and settings.image_volumes == "auto":
+        try:
+            server_version = source.server_version()
+        except Exception as err:
+            raise StartupError(f"{err}; set --image-volumes on|off to start without it") from err
+    decision = decide_image_volumes(settings.image_volumes, server_version)
+    log.info(
+        "image volumes %s: %s", "on" if decision.enabled else "off", decision.reason,
+        extra={"fields": {"imageVolumes": decision.enabled, "serverVersion": server_version}},
+    )
+    state = ServiceState(
+        index=index,
+        mutation=MutationOptions(
+            settings.sidecars, decision.enabled, decision.reason, domain=settings.names, supply=supply
+        ),
+        validation=validation,
+        metrics=metrics,
+        certificate_loaded=lambda: tls.loaded,
+    )
+    return ServiceParts(state, source, tls, resolver)
+
+
+# How long a background thread (informers, reconciler, resolver) may keep the GIL when the event loop
+# wants it back. Python's default, 5 ms, is paid by every admission whose thread released the GIL for a
+# socket write while a background thread was runnable: a few such releases per request turned 0.3 ms
+# into 2 ms. Half a millisecond bounds that; with idle threads it costs nothing.
+GIL_SWITCH_INTERVAL = 0.0005
+
+
+def serve(settings: Settings) -> int:
+    started = time.monotonic()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    parts = build_state(settings)
+    state, source, tls = parts.state, parts.source, parts.tls
+    reconciler = None
+    if settings.resolved_reconcile() != "off":  # README "When skills change"
+        from app.service.controllers.wiring import build_reconciler  # imported only then: the file source never loads the kube client
+
+        try:
+            reconciler = build_reconciler(settings, state)
+        except ValueError as err:
+            raise StartupError(str(err)) from err
+    log.info(
+        "starting", extra={"fields": {"source": source.name, "runtimes": str(settings.runtimes),
+                                      "port": settings.port, "metricsPort": settings.metrics_port}},
+    )
+    parts.start()  # the source, the certificate watcher and the registry resolver (when on)
+    if reconciler is not None:
+        reconciler.start()
+    try:
+        # uvicorn's own loop choice (uvloop when installed): asyncio.run() would use the stdlib loop,
+        # whose pure-Python TLS layer costs a fifth of the CPU of every admission.
+        with asyncio.Runner(loop_factory=auto_loop_factory(use_subprocess=False)) as runner:
+            runner.run(run_servers(settings, state, tls, started))
+    finally:
+        if reconciler is not None:
+            reconciler.stop()
+        parts.stop()
+    return 0
+
+
+async def run_servers(settings: Settings, state: ServiceState, tls: ReloadingTLSContext, started: float) -> None:
+    common = dict(log_config=None, access_log=False, lifespan="off", server_header=False, date_header=False)
+    webhook = _Server(uvicorn.Config(
+        create_app(state), host=settings.host, port=settings.port, ssl_context_factory=tls.uvicorn_factory,
+        backlog=settings.backlog, timeout_keep_alive=30, **common,
+    ))
+    servers = [webhook]
+    if settings.metrics_port:
+        servers.append(_Server(uvicorn.Config(
+            create_health_app(state), host=settings.metrics_host, port=settings.metrics_port, **common,
+        )))
+
+    def stop(*_: object) -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(RuntimeError):  # not the main thread (embedded): no signals
+            loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    asyncio.create_task(_log_ready(state, started))
+    # One listener failing (port in use) stops the other: half a webhook is worse than none.
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    if any(not s.started for s in servers):
+        raise StartupError("a listener failed to start (is the port in use?)")
+
+
+async def _log_ready(state: ServiceState, started: float) -> None:
+    while not (state.index.synced.is_set() and state.certificate_loaded()):
+        await asyncio.sleep(0.05)
+    log.info("ready", extra={"fields": {"agentRuntimes": len(state.index),
+                                        "startupSeconds": round(time.monotonic() - started, 3)}})
