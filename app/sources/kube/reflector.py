@@ -179,6 +179,9 @@ class Reflector(Generic[T]):
         # Set when a watch stream delivered an event or stayed open a while: the connection is healthy,
         # so the next backoff starts small again.
         self._progressed = False
+        # Set while the server does not answer at all (connection refused, reset): the next answer resets
+        # the backoff.
+        self._unanswered = False
         # Where the next watch starts; None: the next step is a LIST.
         self._resource_version: str | None = None
 
@@ -216,6 +219,7 @@ class Reflector(Generic[T]):
     # -- the loop ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        previous: str | None = None
         while not self._stopping.is_set():
             self._progressed = False
             try:
@@ -235,10 +239,18 @@ class Reflector(Generic[T]):
                     self._log.warning("%s watch interrupted (%s): %s", self._kind, reason, describe(exc))
             if self._stopping.is_set():
                 break
-            if self._progressed:
+            # An answer from the server (a 410, an error status, a closed stream) after attempts it did not
+            # answer means the outage is over: the back-off grown meanwhile must not delay the recovery.
+            answered = reason in (RESTART_EXPIRED, RESTART_ERROR, RESTART_CLOSED)
+            if self._progressed or (answered and self._unanswered):
                 self._backoff.reset()
+            if reason != RESTART_CRASH:
+                self._unanswered = reason == RESTART_DROPPED
             self._count_restart(reason)
-            self._stopping.wait(self._backoff.next_delay())
+            # 410: only a fresh LIST helps, and it helps now (once; a second 410 in a row backs off).
+            relist_now = reason == RESTART_EXPIRED and previous != RESTART_EXPIRED
+            previous = reason
+            self._stopping.wait(0 if relist_now else self._backoff.next_delay())
         self._log.info("%s informer stopped", self._kind)
 
     def _relist(self) -> str:
