@@ -133,7 +133,7 @@ def test_the_layout_is_as_documented():
     committed = {p.relative_to(MANIFESTS).as_posix() for p in _committed_files()}
     base = {*BASE_FILES, "webhooks.yaml", "kustomization.yaml"}
     reconciler = {"reconciler/rbac.yaml", "reconciler/kustomization.yaml",
-                  "reconciler/evict/rbac.yaml", "reconciler/evict/kustomization.yaml"}
+                  "reconciler-evict/rbac.yaml", "reconciler-evict/kustomization.yaml"}
     expected = base | reconciler | {"crd.yaml", "cert-manager.yaml"} | {f"rossoctl/{f}" for f in base | reconciler}
     assert committed == expected
 
@@ -146,7 +146,7 @@ def test_printed_set_is_the_files_in_apply_order_with_the_webhooks_last(reconcil
     files = manifests.layout(options)
     order = ["namespace.yaml", "rbac.yaml"]
     order += {"off": [], "report": ["reconciler/rbac.yaml"],
-              "evict": ["reconciler/rbac.yaml", "reconciler/evict/rbac.yaml"]}[reconcile]
+              "evict": ["reconciler/rbac.yaml", "reconciler-evict/rbac.yaml"]}[reconcile]
     order += ["deployment.yaml", "pdb.yaml", "service.yaml", "webhooks.yaml"]
     assert out == "---\n".join(files[f] for f in order)
     kinds = [d["kind"] for d in yaml.safe_load_all(out)]
@@ -160,7 +160,7 @@ def test_output_dir_writes_the_set_and_leaves_other_files(tmp_path, capsys):
     assert code == 0 and out == ""
     assert (tmp_path / "mine.yaml").read_text() == "keep: me\n"
     assert f"wrote {tmp_path / 'deployment.yaml'}" in err
-    assert _load(tmp_path / "kustomization.yaml")[0]["resources"] == [*BASE_FILES, "reconciler/evict"]
+    assert _load(tmp_path / "kustomization.yaml")[0]["resources"] == [*BASE_FILES, "reconciler-evict"]
     assert "--reconcile=evict" in _container(_load(tmp_path / "deployment.yaml")[0])["args"]
     code, _, _ = run_cli(["manifests", "--crd", "-o", str(tmp_path / "crd")], capsys)
     assert code == 0 and sorted(p.name for p in (tmp_path / "crd").iterdir()) == ["crd.yaml"]
@@ -304,11 +304,11 @@ def test_reconciler_kustomizations_bind_per_mode(variant):
     report = _kinds_and_names(_kustomize(variant.directory / "reconciler"))
     assert report == [("ClusterRole", "skill-webhook-reconciler"), ("ClusterRoleBinding", "skill-webhook-reconciler"),
                       ("Role", "skill-webhook-leader-election"), ("RoleBinding", "skill-webhook-leader-election")]
-    evict = _kinds_and_names(_kustomize(variant.directory / "reconciler" / "evict"))
+    evict = _kinds_and_names(_kustomize(variant.directory / "reconciler-evict"))
     assert evict == [*report, ("ClusterRole", "skill-webhook-evictor"), ("ClusterRoleBinding", "skill-webhook-evictor")]
 
 
-@pytest.mark.parametrize("reconcile,listed", [("off", []), ("report", ["reconciler"]), ("evict", ["reconciler/evict"])])
+@pytest.mark.parametrize("reconcile,listed", [("off", []), ("report", ["reconciler"]), ("evict", ["reconciler-evict"])])
 def test_generated_kustomization_binds_the_reconciler_only_when_enabled(tmp_path, reconcile, listed, capsys):
     assert run_cli(["manifests", "--reconcile", reconcile, "-o", str(tmp_path)], capsys)[0] == 0
     assert _load(tmp_path / "kustomization.yaml")[0]["resources"] == [*BASE_FILES, *listed]
@@ -485,7 +485,7 @@ def test_reconciler_rbac_is_exactly_what_the_modes_need(variant):
          "verbs": ["get", "update"]},
     ]
     assert lease_binding["metadata"]["namespace"] == NAMESPACE
-    evict = variant.load("reconciler/evict/rbac.yaml")
+    evict = variant.load("reconciler-evict/rbac.yaml")
     assert [d["kind"] for d in evict] == ["ClusterRole", "ClusterRoleBinding"]
     assert evict[0]["rules"] == [{"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]}]
     for role, binding, kind in [(reconciler, reconciler_binding, "ClusterRole"), (lease, lease_binding, "Role"),

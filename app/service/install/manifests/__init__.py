@@ -81,13 +81,13 @@ def install_layout(o: InstallOptions) -> dict[str, str]:
         Document(
             f"{RECONCILER_DIR}/{KUSTOMIZATION}",
             "RBAC for --reconcile report (pods list/watch, events create, one Lease). For evict apply\n"
-            "evict/ instead, which includes this.",
+            f"../{EVICT_DIR}/ instead, which includes this.",
             _kustomization(["rbac.yaml"]),
         ),
         Document(
             f"{EVICT_DIR}/{KUSTOMIZATION}",
-            "RBAC for --reconcile evict: report's (..) plus create pods/eviction.",
-            _kustomization(["..", "rbac.yaml"]),
+            f"RBAC for --reconcile evict: report's (../{RECONCILER_DIR}) plus create pods/eviction.",
+            _kustomization([f"../{RECONCILER_DIR}", "rbac.yaml"]),
         ),
     ]
     out.update(files([kustomizations[0]]))

@@ -32,7 +32,9 @@ LEADER_ELECTION_ROLE = "skill-webhook-leader-election"
 # File layout of `-o DIR`.
 KUSTOMIZATION = "kustomization.yaml"
 RECONCILER_DIR = "reconciler"
-EVICT_DIR = "reconciler/evict"
+# A sibling of reconciler/, not a child: a kustomization may not include its own parent directory
+# (kustomize refuses the cycle: "candidate root ... contains visited root").
+EVICT_DIR = "reconciler-evict"
 CRD_FILE = "crd.yaml"
 CERT_MANAGER_FILE = "cert-manager.yaml"
 WEBHOOKS_FILE = "webhooks.yaml"
