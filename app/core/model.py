@@ -64,6 +64,8 @@ class Skill(BaseModel):
     image: str
     mountPath: str
     pullPolicy: str | None = None
+    # A directory inside the image to mount instead of its root (the mount's subPath).
+    path: str | None = None
 
     # Cached: read on every admission of every pod of the AgentRuntime (the model is frozen).
     @functools.cached_property
@@ -176,9 +178,9 @@ class AgentRuntime(BaseModel):
         spec = obj.get("spec")
         kept_meta = {k: metadata[k] for k in _CACHED_METADATA if k in metadata} if isinstance(metadata, dict) else metadata
         if isinstance(metadata, dict) and isinstance(metadata.get("annotations"), dict):
-            rollout = metadata["annotations"].get(domain.skills_rollout)
-            if rollout is not None:
-                kept_meta["annotations"] = {domain.skills_rollout: rollout}
+            read = {key: metadata["annotations"].get(key) for key in (domain.skills_rollout, domain.skill_delivery)}
+            if any(value is not None for value in read.values()):
+                kept_meta["annotations"] = {key: value for key, value in read.items() if value is not None}
         kept_spec = {k: spec[k] for k in _CACHED_SPEC if k in spec} if isinstance(spec, dict) else spec
         if skills is not None:
             kept_spec = {**(kept_spec if isinstance(kept_spec, dict) else {}), "skills": skills}

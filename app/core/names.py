@@ -43,6 +43,7 @@ class Domain:
     # AgentRuntime annotations.
     skills_rollout: str = field(init=False)
     skill_images: str = field(init=False)
+    skill_delivery: str = field(init=False)
 
     def __post_init__(self) -> None:
         check_domain(self.prefix)
@@ -55,6 +56,7 @@ class Domain:
             ("skills_metadata", "skills-metadata"),
             ("skills_rollout", "skills-rollout"),
             ("skill_images", "skill-images"),
+            ("skill_delivery", "skill-delivery"),
         ):
             object.__setattr__(self, attribute, f"{self.prefix}/{suffix}")
 
