@@ -19,7 +19,8 @@ import pytest
 
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime, WorkloadRef
-from app.sources.kube.agentruntimes import AGENTRUNTIME_PLURAL, InformerMetrics, KubeInformerSource
+from app.sources.kube.agentruntimes import AGENTRUNTIME_PLURAL, KubeInformerSource
+from app.sources.kube.reflector import InformerMetrics
 from tests.apiserver_standin import StandInApiServer, agentruntime
 
 CONVERGENCE_SECONDS = 5.0

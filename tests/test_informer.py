@@ -6,7 +6,6 @@ and readiness, watch events, /version, client construction, backoff and the RBAC
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import WorkloadRef
 from app.sources.kube.agentruntimes import (
     AGENTRUNTIME_PLURAL,
-    Backoff,
     KubeInformerSource,
     ServerVersionUnavailable,
     make_api_client,
@@ -234,20 +232,6 @@ def test_make_api_client_outside_a_cluster_without_kubeconfig_fails_clearly(monk
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(kubernetes.config.ConfigException):
         make_api_client(None)
-
-
-# -- backoff -----------------------------------------------------------------------------------------
-
-
-def test_backoff_grows_is_jittered_capped_and_resets():
-    backoff = Backoff(0.1, 2.0, random.Random(3))
-    delays = [backoff.next_delay() for _ in range(12)]
-    ceilings = [min(2.0, 0.1 * 2**n) for n in range(12)]
-    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert max(delays) <= 2.0
-    assert len({round(d, 6) for d in delays[6:]}) > 1  # jittered, not in step
-    backoff.reset()
-    assert backoff.next_delay() <= 0.1
 
 
 # -- RBAC --------------------------------------------------------------------------------------------

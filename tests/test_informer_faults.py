@@ -13,7 +13,8 @@ import pytest
 
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.sources.kube.agentruntimes import InformerMetrics, KubeInformerSource
+from app.sources.kube.agentruntimes import KubeInformerSource
+from app.sources.kube.reflector import InformerMetrics
 from tests.apiserver_standin import agentruntime
 from tests.informer_harness import (  # noqa: F401 (fixtures: server, metrics, make_informer)
     make_informer,

@@ -62,7 +62,8 @@ def build_source(
             raise StartupError(f"--runtimes {settings.runtimes}: no such file or directory")
         return FileSource(index, settings.runtimes, options=options)
     # Imported here so that the file source (the embedded default) never pays for the kube client.
-    from app.sources.kube.agentruntimes import InformerMetrics, KubeInformerSource, decode_agentruntime, make_api_client
+    from app.sources.kube.agentruntimes import KubeInformerSource, decode_agentruntime, make_api_client
+    from app.sources.kube.reflector import InformerMetrics
 
     try:
         api_client = make_api_client(settings.kubeconfig)

@@ -25,23 +25,8 @@ from app.core.model import DEFAULT_AGENTRUNTIME_API, AgentRuntime
 from app.core.validation import ValidationOptions
 
 from app.sources.base import AgentRuntimeSource
-from app.sources.kube.reflector import (  # noqa: F401 - re-exported: the service layer and tests import them from here
-    HEALTHY_STREAM_SECONDS,
-    HTTP_GONE,
-    RESTART_CLOSED,
-    RESTART_CRASH,
-    RESTART_DROPPED,
-    RESTART_ERROR,
-    RESTART_EXPIRED,
-    RESTART_REASONS,
-    Backoff,
-    InformerMetrics,
-    Listener,
-    ListWatch,
-    Reflector,
-    ReflectorTuning,
-    describe,
-)
+from app.sources.backoff import Backoff
+from app.sources.kube.reflector import InformerMetrics, Listener, ListWatch, Reflector, ReflectorTuning, describe
 
 log = logging.getLogger(__name__)
 

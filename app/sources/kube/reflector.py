@@ -25,7 +25,6 @@ import logging
 import random
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Protocol, Sequence, TypeVar
 
@@ -36,7 +35,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from app.sources.base import bulk_load
-from app.sources.kube.backoff import Backoff, ReflectorTuning  # noqa: F401 - Backoff re-exported for the informers
+from app.sources.backoff import Backoff
+from app.sources.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,23 @@ class InformerMetrics:
     on_restart: Callable[[str], None] = _ignore  # one of RESTART_REASONS
     on_sync: Callable[[int], None] = _ignore  # after every complete LIST, with the number of cached objects
     on_event: Callable[[str], None] = _ignore  # ADDED / MODIFIED / DELETED / BOOKMARK applied
+
+
+@dataclass(frozen=True)
+class ReflectorTuning:
+    """How a reflector lists and watches; the same knobs for every kind it watches.
+
+    `watch_timeout`: the server ends each watch after between this and twice this many seconds
+    (randomised like client-go, so that replicas do not re-watch in step)."""
+
+    page_size: int = 500
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    watch_timeout: int = 300
+    connect_timeout: float = 10.0
+    list_timeout: float = 60.0
+    rng: random.Random | None = None
+    clock: Clock | None = None
 
 
 class Store(Protocol[T]):
@@ -169,6 +186,7 @@ class Reflector(Generic[T]):
         self._page_size = tuning.page_size
         self._rng = tuning.rng or random.Random()
         self._backoff = Backoff(tuning.backoff_initial, tuning.backoff_max, self._rng)
+        self._clock = tuning.clock or Clock()
         self._watch_timeout = max(1, int(tuning.watch_timeout))
         self._connect_timeout = tuning.connect_timeout
         self._list_timeout = tuning.list_timeout
@@ -250,7 +268,7 @@ class Reflector(Generic[T]):
             # 410: only a fresh LIST helps, and it helps now (once; a second 410 in a row backs off).
             relist_now = reason == RESTART_EXPIRED and previous != RESTART_EXPIRED
             previous = reason
-            self._stopping.wait(0 if relist_now else self._backoff.next_delay())
+            self._clock.sleep(0 if relist_now else self._backoff.next_delay(), self._stopping)
         self._log.info("%s informer stopped", self._kind)
 
     def _relist(self) -> str:
@@ -328,7 +346,7 @@ class Reflector(Generic[T]):
         )
         with self._response_lock:
             self._response = response
-        opened = time.monotonic()
+        opened = self._clock.now()
         try:
             if self._stopping.is_set():
                 return
@@ -340,7 +358,7 @@ class Reflector(Generic[T]):
         finally:
             with self._response_lock:
                 self._response = None
-            if time.monotonic() - opened >= HEALTHY_STREAM_SECONDS:
+            if self._clock.now() - opened >= HEALTHY_STREAM_SECONDS:
                 self._progressed = True
             response.close()
             response.release_conn()
