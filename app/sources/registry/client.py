@@ -8,13 +8,18 @@ file), and keeps auth state in headers shared by every request on the client. Fo
 endpoints and two auth challenges are a smaller surface than working around all of that.
 
 Credentials come from a docker `config.json` (`auths.<registry>.auth`, base64 `user:pass`, or
-`username`/`password`), re-read when the file changes (a mounted Secret is updated in place).
+`username`/`password`), re-read when the file changes (a mounted Secret is updated in place), or are
+given once (`StaticAuth`: the puller's mounted pull secrets).
+
+Blobs are read whole (`get_blob`, small ones: signatures) or streamed (`open_blob`: layers, which
+the puller verifies and unpacks as they arrive, never holding one in memory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +29,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import AsyncIterator, Iterable, Iterator, Mapping
 
 import httpx
 
@@ -129,10 +134,22 @@ class DockerConfigAuth:
             log.warning("registry auth file %s unreadable (%s); keeping the last good credentials", self.path, exc)
 
 
-def parse_docker_config(data: bytes) -> dict[str, tuple[str, str]]:
-    """registry host -> (username, password) from a docker config.json; raises ValueError."""
+class StaticAuth(DockerConfigAuth):
+    """Credentials per registry given once, not re-read (a short-lived process such as the puller)."""
+
+    def __init__(self, credentials: Mapping[str, tuple[str, str]]) -> None:
+        super().__init__(None)
+        self._creds = {_host_of(key): value for key, value in credentials.items()}
+
+
+def parse_docker_config(data: bytes, *, legacy: bool = False) -> dict[str, tuple[str, str]]:
+    """registry host -> (username, password) from a docker config.json (with `legacy`, the old
+    `.dockercfg` form: the "auths" object itself); raises ValueError."""
     document = json.loads(data)
-    auths = document.get("auths") if isinstance(document, dict) else None
+    if legacy:
+        auths = document
+    else:
+        auths = document.get("auths") if isinstance(document, dict) else None
     if not isinstance(auths, dict):
         raise ValueError('no "auths" object')
     found: dict[str, tuple[str, str]] = {}
@@ -181,11 +198,12 @@ class RegistryClient:
         self,
         *,
         auth_file: Path | None = None,
+        credentials: DockerConfigAuth | None = None,
         ca_file: Path | None = None,
         insecure: Iterable[str] = (),
         timeout: float = 5.0,
     ) -> None:
-        self.auth = DockerConfigAuth(auth_file)
+        self.auth = credentials if credentials is not None else DockerConfigAuth(auth_file)
         self.insecure = frozenset(r.lower() for r in insecure)
         self.timeout = timeout
         context = ssl.create_default_context()
@@ -247,6 +265,34 @@ class RegistryClient:
         self._remember(key, response.content)
         return response.content
 
+    @contextlib.asynccontextmanager
+    async def open_blob(self, registry: str, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A blob's bytes as they arrive, in chunks, never all in memory and NOT checked against
+        the digest: the caller does that as it reads. Waiting for the answer, and then for each
+        chunk, is bounded by `timeout`."""
+        scope = f"repository:{repository}:pull"
+        url = self.base_url(registry) + f"/v2/{repository}/blobs/{digest}"
+        async with contextlib.AsyncExitStack() as stack:
+            response = await self._open_stream(stack, url, self._cached_authorization(registry, scope))
+            if response.status_code == 401:
+                auth = await self._authorize(registry, scope, response.headers.get("www-authenticate", ""))
+                if auth is not None:
+                    await response.aclose()
+                    response = await self._open_stream(stack, url, auth)
+            _check_status(_Answer(response.status_code, response.headers, b""), "blob")
+            yield self._chunks(response)
+
+    async def _open_stream(self, stack: contextlib.AsyncExitStack, url: str, auth: str | None) -> httpx.Response:
+        headers = {"Authorization": auth} if auth else {}
+        with self._translated_errors():
+            async with asyncio.timeout(self.timeout):  # in this task: the stream is closed by it too
+                return await stack.enter_async_context(self._http.stream("GET", url, headers=headers))
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        with self._translated_errors():
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
     def _remember(self, key: tuple[str, str, str], value: Manifest | bytes) -> None:
         if len(self._by_digest) >= _DIGESTED_CACHE_MAX:
             self._by_digest.pop(next(iter(self._by_digest)))
@@ -271,8 +317,14 @@ class RegistryClient:
     ) -> _Answer:
         if auth:
             headers = {**headers, "Authorization": auth}
-        try:
+        with self._translated_errors():
             return await asyncio.wait_for(self._fetch(method, url, headers, limit), self.timeout)
+
+    @contextlib.contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """httpx and timeout errors as RegistryError kinds."""
+        try:
+            yield
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise RegistryError("timeout", f"timeout after {self.timeout:g}s") from None
         except httpx.ConnectError as exc:
