@@ -11,8 +11,9 @@ in the `rossoctl.io/skill-images` annotation instead of spec.skills (the rossoct
 The AgentRuntimes reach the index through the sources' own decoding (`cached_runtime`).
 
 Case keys: description, pod, runtimes, optional namespace (default team-a), optional options
-(sidecars: [...], imageVolumes: bool, synced: bool), then either expected (a whole Pod; a YAML alias of
-`pod` says "unchanged") or denied ({code, messageContains: [...]}), and optional warningsContain."""
+(sidecars: [...], imageVolumes: bool, synced: bool, delivery: auto|image|extract, puller: {fields of
+PullerConfig}), then either expected (a whole Pod; a YAML alias of `pod` says "unchanged") or denied
+({code, messageContains: [...]}), and optional warningsContain."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import yaml
 
 from app.core.decode import cached_runtime
 from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.puller import PullerConfig
 from app.core.mutation.review import MutationOptions
 from app.core.names import Domain
 from app.core.validation import ValidationOptions
@@ -43,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.yaml"))
 CASE_KEYS = {"description", "pod", "runtimes", "namespace", "options", "expected", "denied", "warningsContain"}
-OPTION_KEYS = {"sidecars", "imageVolumes", "synced"}
+OPTION_KEYS = {"sidecars", "imageVolumes", "synced", "delivery", "puller"}
 
 
 VARIANTS = ("kagenti", "rossoctl", "rossoctl-annotation")
@@ -79,6 +81,11 @@ def _options(case: dict[str, Any]) -> MutationOptions:
         kwargs["image_volumes"] = bool(options["imageVolumes"])
         # What app.core.mutation.capability says for `--image-volumes off`; the case checks it reaches the warning.
         kwargs["image_volumes_reason"] = "--image-volumes off"
+    if "delivery" in options:
+        kwargs["delivery"] = options["delivery"]
+    if "puller" in options:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options["puller"].items()}
+        kwargs["puller"] = PullerConfig(**fields)
     return MutationOptions(**kwargs)
 
 

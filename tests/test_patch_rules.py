@@ -459,8 +459,9 @@ def test_not_synced_is_a_retryable_503():
     assert review(deployment_pod(container("agent")), index)[0].patch
 
 
-def test_image_volumes_off_warns_and_leaves_the_pod():
-    options = MutationOptions(image_volumes=False, image_volumes_reason="Kubernetes 1.33: gate off by default")
+def test_image_volumes_off_with_delivery_image_warns_and_leaves_the_pod():
+    options = MutationOptions(image_volumes=False, image_volumes_reason="Kubernetes 1.33: gate off by default",
+                              delivery="image")
     decision, response = review(deployment_pod(container("agent")), _index(), options)
     assert decision.allowed and decision.patch is None and decision.outcome == "image-volumes-off"
     assert "patch" not in response["response"]

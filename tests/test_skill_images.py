@@ -104,8 +104,9 @@ def test_enforce_admits_a_verified_skill_and_warn_only_warns():
 
 def test_artifacts_and_deprecated_skills_warn_at_admission():
     *_, decision = mutate({IMAGE: facts(mountable=False, status="deprecated")})
-    assert decision.allowed
-    assert any("artifact" in w for w in decision.warnings) and any("deprecated" in w for w in decision.warnings)
+    assert decision.allowed and decision.extracted == 1
+    assert any("artifact" in w and "delivered by extraction" in w for w in decision.warnings)
+    assert any("deprecated" in w for w in decision.warnings)
 
 
 # -- validation with the resolver's facts ----------------------------------------------------------
@@ -113,17 +114,43 @@ def test_artifacts_and_deprecated_skills_warn_at_admission():
 from app.core.validation import ValidationOptions, validate_agentruntime  # noqa: E402
 
 
-def validate(known: dict[str, ImageFacts], verify="off"):
-    obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE)])
-    return validate_agentruntime(obj, options=ValidationOptions(supply=SupplyPlan(known.get, "off", verify)))
+def validate(known: dict[str, ImageFacts], verify="off", delivery="auto", annotation=None, **fields):
+    obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE, **fields)])
+    if annotation is not None:
+        obj["metadata"]["annotations"] = {DEFAULT_DOMAIN.skill_delivery: annotation}
+    options = ValidationOptions(supply=SupplyPlan(known.get, "off", verify), delivery=delivery)
+    return validate_agentruntime(obj, options=options)
 
 
-def test_an_artifact_is_an_error_once_known_and_a_warning_while_unknown():
-    report = validate({IMAGE: facts(mountable=False, config_media_type="application/vnd.oci.empty.v1+json")})
-    assert not report.allowed
-    assert any(e.startswith("spec.skills[0].image: Invalid value") and "cannot mount" in e for e in report.errors)
+ARTIFACT = {IMAGE: facts(mountable=False, config_media_type="application/vnd.oci.empty.v1+json")}
+
+
+def test_an_artifact_is_an_error_once_known_only_where_delivery_is_image():
+    for forced in (validate(ARTIFACT, delivery="image"), validate(ARTIFACT, annotation="image")):
+        assert not forced.allowed
+        assert any(e.startswith("spec.skills[0].image: Invalid value") and "cannot mount" in e
+                   and "delivery is image" in e for e in forced.errors), forced.errors
+    auto = validate(ARTIFACT)
+    assert auto.allowed and any("empty directory; delivered by extraction" in w for w in auto.warnings)
+    for extracted in (validate(ARTIFACT, delivery="extract"), validate(ARTIFACT, delivery="image", annotation="extract")):
+        assert extracted.allowed and not any("artifact" in w for w in extracted.warnings)
     report = validate({})
     assert report.allowed and any("not resolved in the registry yet" in w for w in report.warnings)
+
+
+BUNDLE = {IMAGE: facts(bundle_skills=("pdf-tools", "csv-tools"))}
+
+
+def test_a_bundle_warns_without_a_path_and_with_one_naming_none_of_its_skills():
+    bare = validate(BUNDLE)
+    assert bare.allowed and any(w.startswith("spec.skills[0].image: ") and "skill bundle (pdf-tools, csv-tools)" in w
+                                and "path" in w for w in bare.warnings), bare.warnings
+    wrong = validate(BUNDLE, path="xls-tools")
+    assert wrong.allowed and any(w.startswith("spec.skills[0].path: ") and "names none of the skills" in w
+                                 for w in wrong.warnings), wrong.warnings
+    for right in ("pdf-tools", "skills/csv-tools/"):
+        report = validate(BUNDLE, path=right)
+        assert report.allowed and not any("bundle" in w for w in report.warnings), (right, report.warnings)
 
 
 def test_deprecated_and_vanished_tags_warn():
@@ -146,4 +173,4 @@ def test_the_cached_verdict_never_includes_registry_facts():
     obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE)])
     supply = SupplyPlan({IMAGE: facts(mountable=False)}.get)
     assert stored_object_errors(obj, ValidationOptions()) == ()
-    assert validate_agentruntime(obj, options=ValidationOptions(supply=supply)).errors
+    assert validate_agentruntime(obj, options=ValidationOptions(supply=supply, delivery="image")).errors

@@ -91,7 +91,7 @@ def test_staleness_table(case, then, now, stale, reason, differences) -> None:
 def test_compact_record_cannot_see_which_of_path_or_policy_moved() -> None:
     running = injected_pod(index_of(rt(A)))
     verdict = pod_staleness(Compact(running), index_of(rt({**A, "mountPath": "/skills/elsewhere"})))
-    assert verdict.stale and verdict.differences == ("mountPath or pullPolicy changed",)
+    assert verdict.stale and verdict.differences == ("mountPath, pullPolicy, path or delivery changed",)
 
 
 def test_the_gauge_label_is_the_matched_runtime_else_the_recorded_one() -> None:
@@ -158,9 +158,11 @@ def test_pod_without_record_and_without_skills_is_not_stale() -> None:
     assert pod_staleness(deployment_pod(name="p"), index_of()).reason == S.NOT_INJECTED
 
 
-def test_image_volumes_off_judges_nothing() -> None:
-    options = StalenessOptions(image_volumes=False)
+def test_image_volumes_off_with_delivery_image_judges_nothing() -> None:
+    options = StalenessOptions(image_volumes=False, delivery="image")
     assert pod_staleness(deployment_pod(name="p"), index_of(rt(A)), options).reason == S.IMAGE_VOLUMES_OFF
+    # Under auto the skills would be extracted: a pod without them is stale.
+    assert pod_staleness(deployment_pod(name="p"), index_of(rt(A)), StalenessOptions(image_volumes=False)).stale
 
 
 def test_the_record_is_read_under_the_configured_domain() -> None:

@@ -46,6 +46,7 @@ class AdmissionDecision:
     skills: list[str] = field(default_factory=list)
     outcome: str = "allowed"
     unpinned: int = 0  # skills injected by tag because their digest was not known yet
+    extracted: int = 0  # skills delivered by extraction (the rest of `skills`: image volumes)
 
     @classmethod
     def deny(cls, code: int, message: str, *, reason: str | None = None, **extra: Any) -> "AdmissionDecision":

@@ -6,7 +6,8 @@ Pure data and rules: the resolver (app.sources.registry.resolver) fetches manife
 
 Mountability follows what container runtimes accept for an image volume: an image manifest (OCI or
 Docker schema 2) whose config is an image config. An OCI *artifact* (an empty or custom config media
-type, or an `artifactType`) is refused by containerd at the node, so it is reported here, at the API.
+type, or an `artifactType`) is pulled by containerd and mounted as an EMPTY directory, without an error,
+so it is recognised here, at the API: `--delivery auto` extracts it instead (app.core.mutation.delivery).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ DESCRIPTION = "org.opencontainers.image.description"
 VERSION = "org.opencontainers.image.version"
 SKILLIMAGE_STATUS = "io.skillimage.status"
 AGENTSKILLS_NAME = "io.agentskills.skill.name"
+# skillimage bundles: several skills in sub-directories of one image.
+SKILLIMAGE_BUNDLE = "io.skillimage.bundle"
+SKILLIMAGE_BUNDLE_SKILLS = "io.skillimage.bundle.skills"
 DEPRECATED = "deprecated"
 
 PREFERRED_PLATFORM = ("linux", "amd64")
@@ -188,6 +192,8 @@ class ImageFacts:
     version: str | None = None
     status: str | None = None
     agentskills_name: str | None = None
+    # The skills of a skillimage bundle (`io.skillimage.bundle=true`); None when it is not a bundle.
+    bundle_skills: tuple[str, ...] | None = None
     signature: Verdict = "unknown"
     signature_reason: str = ""
     error: str | None = None
@@ -220,6 +226,12 @@ class ImageFacts:
         return self.error_kind == "not_found" and self.digest is not None and not self.pinned
 
     @property
+    def agentskills_artifact(self) -> bool:
+        """An agentskills OCI artifact: image volumes mount it empty, and its one top-level directory,
+        named by `io.agentskills.skill.name`, is the skill."""
+        return self.mountable is False and bool(self.agentskills_name)
+
+    @property
     def pinned_reference(self) -> str | None:
         return pinned_reference(self.reference, self.digest) if self.digest else None
 
@@ -240,6 +252,7 @@ class ImageFacts:
             "mountReason": self.mount_reason or None,
             "title": self.title, "description": self.description, "version": self.version,
             "status": self.status, "agentskillsName": self.agentskills_name,
+            "bundleSkills": list(self.bundle_skills) if self.bundle_skills is not None else None,
             "signature": {"verdict": self.signature, "reason": self.signature_reason or None},
             "error": self.error,
             "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None,
@@ -249,7 +262,7 @@ class ImageFacts:
         return out
 
 
-def skill_metadata(annotations: Mapping[str, str]) -> dict[str, str | None]:
+def skill_metadata(annotations: Mapping[str, str]) -> dict[str, Any]:
     """ImageFacts fields from manifest annotations (skillimage and agentskills layouts)."""
     return {
         "title": intern(annotations.get(TITLE)),
@@ -257,7 +270,26 @@ def skill_metadata(annotations: Mapping[str, str]) -> dict[str, str | None]:
         "version": intern(annotations.get(VERSION)),
         "status": intern(annotations.get(SKILLIMAGE_STATUS)),
         "agentskills_name": intern(annotations.get(AGENTSKILLS_NAME)),
+        "bundle_skills": bundle_skills(annotations),
     }
+
+
+def bundle_skills(annotations: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The skills a skillimage bundle lists (`io.skillimage.bundle.skills`: a comma-separated list, or a
+    JSON array); None unless `io.skillimage.bundle` is "true"."""
+    if annotations.get(SKILLIMAGE_BUNDLE, "").strip().lower() != "true":
+        return None
+    text = annotations.get(SKILLIMAGE_BUNDLE_SKILLS, "").strip()
+    names: list[Any] = []
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        names = parsed if isinstance(parsed, list) else []
+    else:
+        names = text.split(",")
+    return tuple(intern(n.strip()) for n in names if isinstance(n, str) and n.strip())
 
 
 def intern(value: str | None) -> str | None:

@@ -9,37 +9,60 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple, Sequence
 
 import orjson
 
 from app.core.model import Skill
 
+if TYPE_CHECKING:
+    from app.core.mutation.delivery import SkillDelivery
+
 
 class InjectedSkill(NamedTuple):
-    """One skill as injected: `image` is the volume's reference (digest-pinned when the resolver pins)."""
+    """One skill as injected: `image` is the reference mounted or pulled (digest-pinned when the
+    resolver pins), `path` the directory inside it that is mounted (None: its root), `delivery` how it
+    reaches the pod (app.core.mutation.delivery)."""
 
     name: str
     image: str
     mountPath: str
     pullPolicy: str | None
+    path: str | None = None
+    delivery: str = "image"
 
     def as_dict(self) -> dict[str, str]:
         entry = {"name": self.name, "image": self.image, "mountPath": self.mountPath}
         if self.pullPolicy:
             entry["pullPolicy"] = self.pullPolicy
+        # Only when set: a skill injected as an image volume of its whole image has the fingerprint it
+        # had before paths and extraction existed, so upgrading makes no running pod stale.
+        if self.path is not None:
+            entry["path"] = self.path
+        if self.delivery == "extract":
+            entry["delivery"] = "extract"
         return entry
 
 
-def injected_skills(skills: Iterable[Skill], references: Mapping[str, str] | None = None) -> tuple[InjectedSkill, ...]:
-    """The skills in spec order, each with the image reference to inject (`references[name]` when given)."""
+def injected_skills(
+    skills: Iterable[Skill],
+    references: Mapping[str, str] | None = None,
+    deliveries: Sequence[SkillDelivery] | None = None,
+) -> tuple[InjectedSkill, ...]:
+    """The skills in spec order, each with the image reference to inject (`references[name]` when given)
+    and its delivery and path (`deliveries`, in the same order; None: image volumes of `path` as written)."""
     refs = references or {}
-    return tuple(InjectedSkill(s.name, refs.get(s.name, s.image), s.mountPath, s.pullPolicy) for s in skills)
+    if deliveries is None:
+        return tuple(InjectedSkill(s.name, refs.get(s.name, s.image), s.mountPath, s.pullPolicy, s.path) for s in skills)
+    return tuple(
+        InjectedSkill(s.name, refs.get(s.name, s.image), s.mountPath, s.pullPolicy, d.path, d.delivery)
+        for s, d in zip(skills, deliveries)
+    )
 
 
 def skills_fingerprint(skills: Iterable[InjectedSkill]) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces) of the injected skills in spec order: any
-    change of image, mount path, pull policy, order or membership changes it."""
+    change of image, mount path, pull policy, path, delivery, order or membership changes it."""
     canonical = json.dumps([s.as_dict() for s in skills], sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -11,11 +11,24 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import orjson
+
+from app.core.mutation.delivery import SkillDelivery
+from app.core.mutation.folders import skill_folders_ops
 from app.core.mutation.injection import InjectedSkill, injected_record
-from app.core.parsing.jsontext import dump_json
-from app.core.model import ENV_SKILL_FOLDERS, AgentRuntime, volume_name
+from app.core.mutation.puller import (
+    DEFAULT_PULLER,
+    PulledSkill,
+    PullerConfig,
+    is_puller,
+    pulled_skills,
+    puller_container,
+    puller_volumes,
+    skill_volume,
+)
+from app.core.model import AgentRuntime, volume_name
 from app.core.names import DEFAULT_DOMAIN, Domain
 # Mutation and validation must agree on when two mount paths are the same ("//a/./b/" is "/a/b").
 from app.core.validation.paths import normalise as normalize_mount_path
@@ -35,11 +48,13 @@ class MalformedPod(ValueError):
 class SkillPatch:
     operations: list[Operation] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The skills as the pod has them after the patch (delivery and reference as really injected).
+    injected: tuple[InjectedSkill, ...] = ()
 
 
 def compact_json(value: Any) -> str:
     """JSON without spaces, as annotation values are written (and compared on reinvocation)."""
-    return dump_json(value).decode()
+    return orjson.dumps(value).decode()
 
 
 def escape_pointer(segment: str) -> str:
@@ -72,13 +87,17 @@ def build_skill_patch(
     domain: Domain = DEFAULT_DOMAIN,
     references: Mapping[str, str] | None = None,
     skills_metadata: Mapping[str, Mapping[str, str]] | None = None,
+    deliveries: Sequence[SkillDelivery] | None = None,
+    puller: PullerConfig = DEFAULT_PULLER,
 ) -> SkillPatch:
     """The patch that gives the container at `container_index` the skills of `runtime`.
 
     `references` maps a skill name to the image reference to inject instead of the one written
     (a digest-pinned `<repo>:<tag>@<digest>`); a volume already there with either reference is kept,
     and the record names the one the pod really has. `skills_metadata` is written as the
-    `<domain>/skills-metadata` annotation when not empty.
+    `<domain>/skills-metadata` annotation when not empty. `deliveries` (spec order; None: image volumes
+    of each skill's own `path`) says which skills the `puller` extracts; a skill volume already there in
+    either delivery is kept as it is (a reinvocation after the resolver learned something).
     Raises SkillConflict (naming the AgentRuntime, the skill and what collided) or MalformedPod.
     """
     containers = pod_containers(pod)
@@ -86,36 +105,49 @@ def build_skill_patch(
     container = containers[container_index]
     skills = runtime.spec.skills
     refs = references or {}
+    plans = list(deliveries) if deliveries is not None else [SkillDelivery("image", s.path) for s in skills]
     result = SkillPatch()
     where = f'AgentRuntime "{runtime.metadata.name}"'
+    init_containers = _optional_list(spec, "initContainers", "spec.initContainers")
+    ours = next((i for i, c in enumerate(init_containers or ()) if isinstance(c, dict) and is_puller(c, puller)), None)
+    pulled = pulled_skills(init_containers[ours]) if ours is not None else {}
 
     # 1. volumes
     volumes = _optional_list(spec, "volumes", "spec.volumes")
     present = {v["name"]: v for v in volumes or () if isinstance(v, dict) and isinstance(v.get("name"), str)}
     new_volumes: list[dict[str, Any]] = []
     injected: list[InjectedSkill] = []
-    for skill in skills:
+    for skill, plan in zip(skills, plans):
         wanted = refs.get(skill.name, skill.image)
         existing = present.get(skill.volume_name)
         if existing is None:
-            entry = InjectedSkill(skill.name, wanted, skill.mountPath, skill.pullPolicy)
-            volume = volume_for(entry)
+            entry = InjectedSkill(skill.name, wanted, skill.mountPath, skill.pullPolicy, plan.path, plan.delivery)
+            volume = skill_volume(puller, skill.name) if plan.delivery == "extract" else volume_for(entry)
             new_volumes.append(volume)
             present[skill.volume_name] = volume
         elif (reference := _image_reference(existing)) in (wanted, skill.image):
-            entry = InjectedSkill(skill.name, reference, skill.mountPath, skill.pullPolicy)
+            entry = InjectedSkill(skill.name, reference, skill.mountPath, skill.pullPolicy, plan.path)
+        elif "emptyDir" in existing and skill.name in pulled:
+            entry = InjectedSkill(skill.name, pulled[skill.name], skill.mountPath, skill.pullPolicy, plan.path, "extract")
         else:
             holder = (
                 "another skill of the same name already uses"  # only when validation was bypassed
                 if any(existing is v for v in new_volumes)
                 else "the pod already has"
             )
+            wanted_source = f"image {wanted}" if plan.delivery == "image" else f'an emptyDir filled by "{puller.name}"'
             raise SkillConflict(
                 f'{where}: skill "{skill.name}": {holder} a volume "{skill.volume_name}" '
-                f"with another source ({_describe_source(existing)}), not image {wanted}"
+                f"with another source ({_describe_source(existing)}), not {wanted_source}"
             )
         injected.append(entry)
+    extracted = [e for e in injected if e.delivery == "extract"]
+    puller_ops: list[Operation] = []
+    if extracted:
+        puller_ops = _puller_ops(spec, containers, init_containers, ours, pulled, extracted, puller, present,
+                                 new_volumes, where)
     result.operations += _append_all("/spec/volumes", volumes, new_volumes)
+    result.operations += puller_ops
 
     # 2. mounts, agent container only
     base = f"/spec/containers/{container_index}"
@@ -145,7 +177,10 @@ def build_skill_patch(
             )
         holder = by_path.get(path)
         if holder is None:
-            new_mounts.append({"name": skill.volume_name, "mountPath": entry.mountPath, "readOnly": True})
+            mount = {"name": skill.volume_name, "mountPath": entry.mountPath, "readOnly": True}
+            if entry.path is not None:
+                mount["subPath"] = entry.path
+            new_mounts.append(mount)
             by_path[path] = skill.volume_name
         elif holder != skill.volume_name:
             raise SkillConflict(
@@ -156,12 +191,69 @@ def build_skill_patch(
 
     # 3. SKILL_FOLDERS
     paths = [s.mountPath for s in skills]
-    result.operations += _skill_folders_ops(container, base, field_base, paths, result.warnings)
+    env = _optional_list(container, "env", f"{field_base}.env")
+    result.operations += skill_folders_ops(container, env, base, paths, result.warnings)
 
     # 4 + 5. annotations
-    record = record_json(runtime.metadata.name, str(container.get("name", "")), tuple(injected))
+    result.injected = tuple(injected)
+    record = record_json(runtime.metadata.name, str(container.get("name", "")), result.injected)
     result.operations += _annotation_ops(pod, domain, [s.name for s in skills], record, skills_metadata, result.warnings)
     return result
+
+
+def _puller_ops(
+    spec: dict[str, Any],
+    containers: list[dict[str, Any]],
+    init_containers: list[Any] | None,
+    ours: int | None,
+    pulled: Mapping[str, str],
+    extracted: list[InjectedSkill],
+    config: PullerConfig,
+    present: dict[str, dict[str, Any]],
+    new_volumes: list[dict[str, Any]],
+    where: str,
+) -> list[Operation]:
+    """The puller for the `extracted` skills, first among the init containers: added with its volumes,
+    kept as it is when it already fetches them all (reinvocation: its arguments are never rewritten),
+    rebuilt when a skill switched to extraction since it was added, moved back to the front when
+    another webhook put an init container before it."""
+    names = {c.get("name") for c in containers} | {
+        c.get("name") for i, c in enumerate(init_containers or ()) if isinstance(c, dict) and i != ours
+    }
+    if config.name in names:
+        raise SkillConflict(
+            f'{where}: skills delivered by extraction need the init container "{config.name}", and the pod already '
+            f'has a container "{config.name}" that is not the skill puller'
+        )
+    if ours is not None and all(e.name in pulled for e in extracted):
+        return [] if ours == 0 else [{"op": "move", "from": f"/spec/initContainers/{ours}", "path": "/spec/initContainers/0"}]
+    secrets = _pull_secret_names(spec)
+    container = puller_container(config, [PulledSkill(e.name, e.image, e.path) for e in extracted], secrets)
+    if ours is not None:  # rebuilt in place, then moved to the front
+        ops: list[Operation] = [{"op": "replace", "path": f"/spec/initContainers/{ours}", "value": container}]
+        if ours != 0:
+            ops.append({"op": "move", "from": f"/spec/initContainers/{ours}", "path": "/spec/initContainers/0"})
+        return ops
+    for volume in puller_volumes(config, secrets):
+        existing = present.get(volume["name"])
+        if existing is None:
+            new_volumes.append(volume)
+            present[volume["name"]] = volume
+        elif existing != volume:
+            raise SkillConflict(
+                f'{where}: the skill puller needs a volume "{volume["name"]}", and the pod already has one '
+                f"with another source ({_describe_source(existing)})"
+            )
+    if init_containers is None:
+        return [{"op": "add", "path": "/spec/initContainers", "value": [container]}]
+    return [{"op": "add", "path": "/spec/initContainers/0", "value": container}]
+
+
+def _pull_secret_names(spec: dict[str, Any]) -> list[str | None]:
+    """The names in spec.imagePullSecrets by position (None for an entry without one)."""
+    secrets = _optional_list(spec, "imagePullSecrets", "spec.imagePullSecrets") or []
+    return [s["name"] if isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"] else None
+            for s in secrets]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -175,52 +267,6 @@ def record_json(runtime_name: str, container: str, injected: tuple[InjectedSkill
 @functools.lru_cache(maxsize=4096)
 def _names_json(names: tuple[str, ...]) -> str:
     return compact_json(list(names))
-
-
-def _skill_folders_ops(
-    container: dict[str, Any], base: str, field_base: str, paths: list[str], warnings: list[str]
-) -> list[Operation]:
-    env = _optional_list(container, "env", f"{field_base}.env")
-    if env is None:
-        return [{"op": "add", "path": f"{base}/env", "value": [_skill_folders_var(paths)]}]
-    # Kubernetes lets the last duplicate win, so that is the entry we read and extend.
-    position = None
-    for i, var in enumerate(env):
-        if type(var) is dict and var.get("name") == ENV_SKILL_FOLDERS:
-            position = i
-    if position is None:
-        return [{"op": "add", "path": f"{base}/env/-", "value": _skill_folders_var(paths)}]
-    entry = env[position]
-    if entry.get("valueFrom") is not None:
-        warnings.append(
-            f'container "{container.get("name")}" sets {ENV_SKILL_FOLDERS} with valueFrom; left unchanged, '
-            f"so it may not list the skill folders {','.join(paths)}"
-        )
-        return []
-    current = entry.get("value")
-    listed = _folder_entries(current if isinstance(current, str) else "")
-    # A mount path may itself hold a comma, so look for its entries as a consecutive run in the
-    # list, never as one entry: else it would be appended again on every reinvocation.
-    joined = f",{','.join(listed)},"
-    missing = [p for p in paths if not _is_listed(p, joined)]
-    if not missing:
-        return []
-    merged = ",".join(listed + missing)
-    return [{"op": "add", "path": f"{base}/env/{position}/value", "value": merged}]
-
-
-def _folder_entries(value: str) -> list[str]:
-    """The entries of a comma-separated SKILL_FOLDERS value, as its readers split it."""
-    return [p for p in (s.strip() for s in value.split(",")) if p]
-
-
-def _is_listed(path: str, joined: str) -> bool:
-    entries = _folder_entries(path)
-    return not entries or f",{','.join(entries)}," in joined
-
-
-def _skill_folders_var(paths: list[str]) -> dict[str, Any]:
-    return {"name": ENV_SKILL_FOLDERS, "value": ",".join(paths)}
 
 
 def _annotation_ops(

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from app.core.admission import AdmissionDecision, AdmissionRequest
 from app.core.matching.container import AgentContainerNotFound, choose_agent_container
 from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.delivery import DeliveryPolicy, DeliverySetting, NodeRuntimes, plan_delivery
 from app.core.mutation.injection import read_injected_record
+from app.core.mutation.puller import DEFAULT_PULLER, PullerConfig
 from app.core.model import DEFAULT_SIDECAR_NAMES
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.mutation.patch import MalformedPod, SkillConflict, build_skill_patch, pod_containers
@@ -22,15 +25,24 @@ NOT_SYNCED_MESSAGE = "skill cache not synchronized yet; retry shortly"
 @dataclass(frozen=True)
 class MutationOptions:
     sidecar_names: frozenset[str] = frozenset(DEFAULT_SIDECAR_NAMES)
-    # Whether the cluster can run image volumes (see app.core.mutation.capability); when it cannot, nothing is
-    # injected, because an API server with the ImageVolume gate off drops the volumes and mounts
-    # silently and the pod would claim skills it does not have.
+    # Whether the API server keeps image volumes (see app.core.mutation.capability); when it does not,
+    # `--delivery auto` extracts every skill, and only `--delivery image` injects nothing (the server
+    # would drop the volumes and mounts silently, and the pod would claim skills it does not have).
     image_volumes: bool = True
     image_volumes_reason: str = ""
     domain: Domain = DEFAULT_DOMAIN
     # What the registry resolver knows (digests, mountability, signatures) and what to do with it;
     # None: the resolver is off and images are injected as written.
     supply: SupplyPlan | None = None
+    # How skills reach pods (app.core.mutation.delivery): `--delivery`, the node informer's last verdict
+    # on container runtimes (None: nodes not watched), and how the puller init container is made.
+    delivery: DeliverySetting = "auto"
+    nodes: NodeRuntimes | None = None
+    puller: PullerConfig = DEFAULT_PULLER
+
+    @functools.cached_property
+    def delivery_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(self.delivery, self.image_volumes, self.image_volumes_reason, self.nodes)
 
 
 def review_pod(request: AdmissionRequest, index: AgentRuntimeIndex, options: MutationOptions) -> AdmissionDecision:
@@ -77,12 +89,13 @@ def mutate_pod(
     if not skills:
         decision.outcome = "no-skills"
         return decision
-    if not options.image_volumes:
+    plan = plan_delivery(
+        options.delivery_policy, skills, runtime.annotation(domain.skill_delivery),
+        options.supply.facts if options.supply is not None else None, domain.skill_delivery,
+    )
+    if plan.blocked is not None:
         decision.outcome = "image-volumes-off"
-        decision.warnings.append(
-            f'skills of AgentRuntime "{runtime.metadata.name}" were not injected: image volumes are off '
-            f"({options.image_volumes_reason or 'disabled by configuration'})"
-        )
+        decision.warnings.append(f'skills of AgentRuntime "{runtime.metadata.name}" were not injected: {plan.blocked}')
         return decision
 
     try:
@@ -97,6 +110,7 @@ def mutate_pod(
     if supply.denial is not None:
         code, reason, message = supply.denial
         return _denied(code, f'AgentRuntime "{runtime.metadata.name}": {message}', reason, "supply-denied", decision)
+    decision.warnings += plan.warnings
     try:
         choice = choose_agent_container(
             names, annotations, options.sidecar_names, domain, record.container if record else None
@@ -105,6 +119,7 @@ def mutate_pod(
         patch = build_skill_patch(
             pod, runtime, choice.position, domain=domain,
             references=supply.references, skills_metadata=supply.metadata,
+            deliveries=plan.skills, puller=options.puller,
         )
     except AgentContainerNotFound as err:
         return _deny_conflict(decision, f'AgentRuntime "{runtime.metadata.name}": {err}')
@@ -115,6 +130,7 @@ def mutate_pod(
     decision.patch = patch.operations
     decision.warnings += patch.warnings
     decision.skills = [s.name for s in skills]
+    decision.extracted = sum(1 for s in patch.injected if s.delivery == "extract")
     decision.unpinned = supply.unpinned
     decision.outcome = "injected" if patch.operations else "already-injected"
     return decision

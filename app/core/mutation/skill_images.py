@@ -4,7 +4,8 @@ The resolver runs off the admission path (README "Skill images and registries");
 its published facts through `SupplyPlan.facts`, a lock-free dictionary lookup, and never waits for a
 registry. This module turns those facts into the references to inject (digest pinning), the
 `<domain>/skills-metadata` annotation, warnings, and the denials an admin asked for
-(`--pin-digests required`, `--verify-signatures enforce`).
+(`--pin-digests required`, `--verify-signatures enforce`). What an OCI artifact means for a pod (it is
+extracted, or warned about) is app.core.mutation.delivery's decision.
 """
 
 from __future__ import annotations
@@ -57,11 +58,6 @@ def plan_supply(plan: SupplyPlan | None, skills: Iterable[Skill]) -> SupplyOutco
     for skill in skills:
         facts = plan.facts(skill.image)
         _metadata(outcome, skill, facts)
-        if facts is not None and facts.mountable is False:
-            outcome.warnings.append(
-                f'skill "{skill.name}": image {skill.image} is an OCI artifact that image volumes cannot mount; '
-                "the pod will not start"
-            )
         if facts is not None and (facts.status or "").lower() == "deprecated":
             outcome.warnings.append(f'skill "{skill.name}": image {skill.image} is deprecated')
         by_tag += _pin(plan, outcome, skill, facts)

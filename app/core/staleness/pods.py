@@ -4,19 +4,23 @@ Pods get skills only when they are created, so after an AgentRuntime changes its
 the old set. A pod is stale when the fingerprint in its `<domain>/skills-injected` record differs
 from the fingerprint of what the mutation would inject now. "What would be injected" is never
 defined here: it is matching (`resolve_workload` + `AgentRuntimeIndex.lookup`, as the mutation does)
-followed by `injected_skills` + `skills_fingerprint`, the functions the patch builder writes the record
-with. Records written before the fingerprint existed are compared by their `skills` map (name ->
-image), which is all they hold.
+followed by the delivery plan (app.core.mutation.delivery) and `injected_skills` + `skills_fingerprint`,
+the functions the patch builder writes the record with: a skill that would now be delivered another way
+(extracted instead of mounted as an image volume, or another `path`) makes the pod stale. Records written
+before the fingerprint existed are compared by their `skills` map (name -> image), which is all they
+hold; records written before paths and extraction existed have the fingerprint they would have now.
 
 Pure: no I/O. The reconciler and `skill-webhook stale` both call `pod_staleness`.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.delivery import DeliveryPlan, DeliveryPolicy, DeliverySetting, NodeRuntimes, plan_delivery
 from app.core.mutation.injection import InjectedRecord, InjectedSkill, injected_skills, read_injected_record, skills_fingerprint
 from app.core.model import AgentRuntime, WorkloadRef, volume_name
 from app.core.mutation.review import MutationOptions
@@ -27,7 +31,7 @@ from app.core.matching.workload import resolve_workload
 # What `Staleness.reason` says (also the `reason` of `skill-webhook stale -o json`).
 CURRENT = "current"  # the record matches what would be injected now
 OPTED_OUT = "opted-out"  # labelled <domain>/skills-inject: disabled: never stale
-IMAGE_VOLUMES_OFF = "image-volumes-off"  # nothing is injected at all, so nothing is judged
+IMAGE_VOLUMES_OFF = "image-volumes-off"  # delivery forced to image volumes, which are off: nothing is injected
 NOT_INJECTED = "not-injected"  # no record and no skills apply: nothing to do
 CHANGED = "changed"  # the fingerprint (or, for a legacy record, the skills map) differs
 UNRECORDED = "no-record"  # no record while skills now apply
@@ -47,12 +51,18 @@ class _PodLike(Protocol):
 @dataclass(frozen=True)
 class StalenessOptions:
     domain: Domain = DEFAULT_DOMAIN
-    # As the mutation's option: with image volumes off nothing is injected, and judging every injected
-    # pod stale for it would only churn pods to take their skills away.
+    # As the mutation's options: which way skills are delivered. Where delivery is forced to image
+    # volumes and they are off nothing is injected, and judging every injected pod stale for it would
+    # only churn pods to take their skills away.
     image_volumes: bool = True
+    image_volumes_reason: str = ""
+    delivery: DeliverySetting = "auto"
+    nodes: NodeRuntimes | None = None
     references: ReferencesProvider | None = None
     # Where no resolver runs (`skill-webhook stale` from a laptop), a recorded `<image>@<digest>` is taken
     # as the current injection of `<image>`: only the registry could say whether the tag moved since.
+    # Likewise the delivery the pod's spec shows, and the path it mounts where the skill names none:
+    # only the registry (an artifact?) and the serving webhook's view of the cluster decide those.
     trust_recorded_digests: bool = False
     # The SupplyPlan `references` plans from, when there is one: its facts are immutable objects, so a
     # memo may keep a fingerprint for as long as the same fact objects come back (see FingerprintMemo).
@@ -64,7 +74,19 @@ class StalenessOptions:
         decision, and the references its supply plan would pin (one definition of both)."""
         supply = mutation.supply
         return cls(domain=mutation.domain, image_volumes=mutation.image_volumes,
+                   image_volumes_reason=mutation.image_volumes_reason, delivery=mutation.delivery,
+                   nodes=mutation.nodes,
                    references=_planned_references(supply) if supply is not None else None, supply=supply)
+
+    @functools.cached_property
+    def policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(self.delivery, self.image_volumes, self.image_volumes_reason, self.nodes)
+
+    def deliveries(self, runtime: AgentRuntime) -> DeliveryPlan:
+        """How the mutation would deliver `runtime`'s skills now."""
+        supply = self.supply
+        return plan_delivery(self.policy, runtime.spec.skills, runtime.annotation(self.domain.skill_delivery),
+                             supply.facts if supply is not None else None, self.domain.skill_delivery)
 
 
 def _planned_references(supply: SupplyPlan) -> ReferencesProvider:
@@ -98,50 +120,53 @@ def expected_skills(runtime: AgentRuntime | None, options: StalenessOptions) -> 
     """What the mutation would inject now for `runtime` (empty: nothing)."""
     if runtime is None or not runtime.spec.skills:
         return ()
+    plan = options.deliveries(runtime)
+    if plan.blocked is not None:
+        return ()
     references = options.references(runtime) if options.references is not None else None
-    return injected_skills(runtime.spec.skills, references)
+    return injected_skills(runtime.spec.skills, references, plan.skills)
 
 
 class FingerprintMemo:
-    """Expected fingerprint per AgentRuntime object, so that judging the thousand pods of one
-    AgentRuntime hashes its skills once. Keyed by identity (the index replaces an object on every
-    change) and checked against the references to inject (digest pinning moves them without the object
-    changing), so an entry is never out of date: with a SupplyPlan, while its facts for the skills' images
-    are the very objects the references were planned from, the plan is not even asked again (a periodic
-    re-check of 10,000 pods then costs a few dict reads each). `prune` drops entries of replaced objects."""
+    """What would be injected now, and its fingerprint, per AgentRuntime object, so that judging the
+    thousand pods of one AgentRuntime plans and hashes its skills once. Keyed by identity (the index
+    replaces an object on every change) and checked against the delivery policy and the references to
+    inject (digest pinning moves them without the object changing), so an entry is never out of date:
+    with a SupplyPlan, while its facts for the skills' images are the very objects the plan was made
+    from, the plan is not even made again (a periodic re-check of 10,000 pods then costs a few dict
+    reads each). `prune` drops entries of replaced objects."""
 
     def __init__(self) -> None:
-        # id -> (runtime, supply, facts seen, references, fingerprint); the skills are rebuilt per call.
-        self._by_id: dict[int, tuple[AgentRuntime, Any, tuple[Any, ...] | None, Mapping[str, str] | None, str]] = {}
+        # id -> (runtime, supply, policy, facts seen, expected skills, fingerprint)
+        self._by_id: dict[int, tuple[AgentRuntime, Any, DeliveryPolicy, tuple[Any, ...] | None,
+                                     tuple[InjectedSkill, ...], str]] = {}
 
     def get(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[tuple[InjectedSkill, ...], str]:
-        fingerprint, references = self._entry(runtime, options)
-        return (injected_skills(runtime.spec.skills, references) if runtime.spec.skills else ()), fingerprint
+        entry = self._entry(runtime, options)
+        return entry[4], entry[5]
 
     def fingerprint(self, runtime: AgentRuntime, options: StalenessOptions) -> str:
         """The fingerprint of what would be injected now for `runtime` ("" for nothing)."""
-        return self._entry(runtime, options)[0]
+        return self._entry(runtime, options)[5]
 
-    def _entry(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[str, Mapping[str, str] | None]:
+    def _entry(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[Any, ...]:
         skills = runtime.spec.skills
-        supply = options.supply
+        supply, policy = options.supply, options.policy
         seen = tuple(supply.facts(s.image) for s in skills) if supply is not None and skills else None
         hit = self._by_id.get(id(runtime))
-        if hit is not None and (hit[0] is not runtime or hit[1] is not supply):
+        if hit is not None and (hit[0] is not runtime or hit[1] is not supply or hit[2] != policy):
             hit = None
-        if hit is not None and seen is not None and hit[2] is not None and len(seen) == len(hit[2]) \
-                and all(a is b for a, b in zip(seen, hit[2])):
-            return hit[4], hit[3]
-        references = options.references(runtime) if options.references is not None and skills else None
-        if hit is not None and hit[3] == references:
-            if seen is None:
-                return hit[4], hit[3]  # unchanged: nothing to write
-            fingerprint = hit[4]
+        if hit is not None and seen is not None and hit[3] is not None and len(seen) == len(hit[3]) \
+                and all(a is b for a, b in zip(seen, hit[3])):
+            return hit
+        wanted = expected_skills(runtime, options)
+        if hit is not None and hit[4] == wanted:
+            fingerprint = hit[5]  # unchanged: no hashing
         else:
-            injected = injected_skills(skills, references) if skills else ()
-            fingerprint = skills_fingerprint(injected) if injected else ""
-        self._by_id[id(runtime)] = (runtime, supply, seen, references, fingerprint)
-        return fingerprint, references
+            fingerprint = skills_fingerprint(wanted) if wanted else ""
+        entry = (runtime, supply, policy, seen, wanted, fingerprint)
+        self._by_id[id(runtime)] = entry
+        return entry
 
     def prune(self, current: Callable[[AgentRuntime], bool]) -> None:
         """Keep only the entries whose AgentRuntime `current` says is still the live object."""
@@ -175,9 +200,9 @@ def pod_staleness(
 
     if labels.get(options.domain.skills_inject_label) == "disabled":
         return verdict(False, OPTED_OUT)
-    if not options.image_volumes:
-        return verdict(False, IMAGE_VOLUMES_OFF)
     runtime = index.lookup(namespace, resolve_workload(obj)).runtime
+    if not options.image_volumes and _nothing_injected(runtime, options):
+        return verdict(False, IMAGE_VOLUMES_OFF, runtime)
     problems = tuple(getattr(runtime, "problems", ()) or ()) if runtime is not None else ()
     if problems:
         # The cache keeps nothing of an invalid AgentRuntime's skills, and rolling its pods would only
@@ -189,7 +214,9 @@ def pod_staleness(
     else:
         wanted = expected_skills(runtime, options)
         if options.trust_recorded_digests and record is not None:
-            wanted = tuple(_as_recorded(s, record.skills.get(s.name)) for s in wanted)
+            in_pod = _injected_in_pod(obj, record)
+            wanted = tuple(_as_delivered(_as_recorded(s, record.skills.get(s.name)), in_pod.get(s.name), runtime)
+                           for s in wanted)
         fingerprint = skills_fingerprint(wanted) if wanted else ""
 
     if record is None:
@@ -222,6 +249,14 @@ def pod_staleness(
     return verdict(True, CHANGED, runtime, differences=lines, expected_fingerprint=fingerprint)
 
 
+def _nothing_injected(runtime: AgentRuntime | None, options: StalenessOptions) -> bool:
+    """With image volumes off: whether the mutation injects nothing for `runtime`'s pods (delivery forced
+    to image volumes), so that they are not judged at all."""
+    if runtime is None or not runtime.spec.skills:
+        return options.delivery == "image"
+    return options.deliveries(runtime).blocked is not None
+
+
 def workload_of(pod: dict[str, Any] | _PodLike) -> tuple[WorkloadRef, ...]:
     """The workloads the pod answers to (as matching reads them), for grouping pods by workload."""
     return resolve_workload(pod if isinstance(pod, dict) else pod.as_pod())
@@ -233,31 +268,53 @@ def _as_recorded(skill: InjectedSkill, recorded: str | None) -> InjectedSkill:
     return skill
 
 
+def _as_delivered(skill: InjectedSkill, seen: _InPod | None, runtime: AgentRuntime | None) -> InjectedSkill:
+    if seen is None:
+        return skill
+    declared = next((s.path for s in runtime.spec.skills if s.name == skill.name), None) if runtime else None
+    return skill._replace(delivery=seen.delivery, path=seen.path if declared is None else skill.path)
+
+
 # -- describing the difference -----------------------------------------------------------------------
 
 
-def _injected_in_pod(pod: dict[str, Any], record: InjectedRecord) -> dict[str, tuple[str | None, str | None]]:
-    """Per recorded skill, the (mountPath, pullPolicy) the pod really has, read from its spec (the record
-    keeps only images). Empty when the pod came without its spec (a compact informer record)."""
+class _InPod(NamedTuple):
+    """A skill as the pod's spec shows it: the agent's mount path and subPath, the image volume's pull
+    policy, and the delivery its volume tells (an emptyDir: extraction)."""
+
+    mount_path: str | None
+    pull_policy: str | None
+    path: str | None
+    delivery: str
+
+
+def _injected_in_pod(pod: dict[str, Any], record: InjectedRecord) -> dict[str, _InPod]:
+    """Per recorded skill, what the pod really has, read from its spec (the record keeps only images).
+    Empty when the pod came without its spec (a compact informer record)."""
     spec = _dict(pod.get("spec"))
     volumes = {v.get("name"): v for v in _list(spec.get("volumes")) if isinstance(v, dict)}
     containers = [c for c in _list(spec.get("containers")) if isinstance(c, dict)]
     container = next((c for c in containers if c.get("name") == record.container), None)
-    mounts = {m.get("name"): m.get("mountPath") for m in _list(_dict(container).get("volumeMounts"))
-              if isinstance(m, dict)}
-    found: dict[str, tuple[str | None, str | None]] = {}
+    mounts = {m.get("name"): m for m in _list(_dict(container).get("volumeMounts")) if isinstance(m, dict)}
+    found: dict[str, _InPod] = {}
     for skill in record.skills:
         volume = volumes.get(volume_name(skill))
-        if volume is None and volume_name(skill) not in mounts:
+        mount = mounts.get(volume_name(skill))
+        if volume is None and mount is None:
             continue
         image = _dict(_dict(volume).get("image"))
-        path = mounts.get(volume_name(skill))
-        found[skill] = (path if isinstance(path, str) else None, _text(image.get("pullPolicy")) or None)
+        path, sub_path = _dict(mount).get("mountPath"), _dict(mount).get("subPath")
+        found[skill] = _InPod(
+            path if isinstance(path, str) else None,
+            _text(image.get("pullPolicy")) or None,
+            sub_path if isinstance(sub_path, str) and sub_path else None,
+            "extract" if "emptyDir" in _dict(volume) else "image",
+        )
     return found
 
 
 def _differences(
-    record: InjectedRecord, in_pod: Mapping[str, tuple[str | None, str | None]], wanted: tuple[InjectedSkill, ...]
+    record: InjectedRecord, in_pod: Mapping[str, _InPod], wanted: tuple[InjectedSkill, ...]
 ) -> tuple[str, ...]:
     lines: list[str] = []
     wanted_names = [s.name for s in wanted]
@@ -274,17 +331,20 @@ def _differences(
         if seen is None:
             unexplained = True
             continue
-        path, policy = seen
-        if path is not None and path != skill.mountPath:
-            lines.append(f"{skill.name}: mountPath {path} -> {skill.mountPath}")
-        if policy != skill.pullPolicy:
-            lines.append(f"{skill.name}: pullPolicy {policy or '(default)'} -> {skill.pullPolicy or '(default)'}")
+        if seen.mount_path is not None and seen.mount_path != skill.mountPath:
+            lines.append(f"{skill.name}: mountPath {seen.mount_path} -> {skill.mountPath}")
+        if seen.delivery != skill.delivery:
+            lines.append(f"{skill.name}: delivery {seen.delivery} -> {skill.delivery}")
+        elif skill.delivery == "image" and seen.pull_policy != skill.pullPolicy:
+            lines.append(f"{skill.name}: pullPolicy {seen.pull_policy or '(default)'} -> {skill.pullPolicy or '(default)'}")
+        if seen.path != skill.path:
+            lines.append(f"{skill.name}: path {seen.path or '(image root)'} -> {skill.path or '(image root)'}")
     kept = [n for n in record.skills if n in wanted_names]
     if kept != [n for n in wanted_names if n in record.skills]:
         lines.append("skill order changed")
     if not lines:
         # The fingerprint moved but neither the record nor the pod's spec at hand says where.
-        lines.append("mountPath or pullPolicy changed" if unexplained else "injected skills changed")
+        lines.append("mountPath, pullPolicy, path or delivery changed" if unexplained else "injected skills changed")
     return tuple(lines)
 
 

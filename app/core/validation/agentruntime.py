@@ -34,7 +34,7 @@ from app.core.validation import fields as f
 from app.core.validation.fields import FieldPath
 from app.core.validation.findings import Findings, ValidationReport, short_value, type_name, well_typed
 from app.core.validation.images import check_image_facts
-from app.core.validation.skills import SkillsSource, check_skills, skills_source
+from app.core.validation.skills import DELIVERY_VALUES, SkillsSource, check_skills, skills_source
 
 # The API group each target kind lives in; a targetRef in another group can never match a pod.
 TARGET_KIND_GROUPS = {
@@ -63,7 +63,7 @@ FIELD_ORDER: dict[str, dict[str, int]] = {
     "metadata": {"name": 0, "generateName": 1, "namespace": 2},
     "spec": {"type": 0, "targetRef": 1, "skills": 2},
     "targetRef": {"apiVersion": 0, "kind": 1, "name": 2},
-    "skills": {"name": 0, "image": 1, "mountPath": 2, "pullPolicy": 3},
+    "skills": {"name": 0, "image": 1, "path": 2, "mountPath": 3, "pullPolicy": 4},
 }
 
 _ROOT = FieldPath()
@@ -82,6 +82,8 @@ class ValidationOptions:
     # What the registry resolver knows (an app.core.mutation.skill_images.SupplyPlan); None: resolver off.
     # Never set for the cached verdict of stored objects (see app.core.validation.images).
     supply: Any = None
+    # `--delivery`: an OCI artifact is an error only where its delivery is forced to image volumes.
+    delivery: str = "auto"
 
 
 DEFAULT_OPTIONS = ValidationOptions()
@@ -188,9 +190,24 @@ def _check_object(
     source = skills_source(obj, options.domain)
     findings.errors.extend(source.errors)
     check_skills(source.raw, findings, options.registry_allow, source.path)
+    delivery = _check_delivery_annotation(obj, options.domain, findings)
     if options.supply is not None:
-        check_image_facts(source.raw, source.path, findings, options.supply)
+        check_image_facts(source.raw, source.path, findings, options.supply, delivery or options.delivery)
     return findings, source
+
+
+def _check_delivery_annotation(obj: dict, domain: Domain, findings: Findings) -> str | None:
+    """The `<domain>/skill-delivery` annotation's value when it is one (image or extract)."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    value = annotations.get(domain.skill_delivery) if isinstance(annotations, dict) else None
+    if value is None:
+        return None
+    if value not in DELIVERY_VALUES:
+        path = _METADATA.child("annotations").key(domain.skill_delivery)
+        findings.add(f.not_supported(path, value if isinstance(value, str) else short_value(value), DELIVERY_VALUES))
+        return None
+    return value
 
 
 @functools.lru_cache(maxsize=8)

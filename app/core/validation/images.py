@@ -1,8 +1,10 @@
 """Validation rules that need what the registry resolver knows about skill images (README "Skill
-images and registries"): an OCI artifact that image volumes cannot mount is an error once known;
-deprecated skills and tags that no longer resolve are warnings; with signature enforcement an image
-whose signature does not verify is an error. These are never part of the cached verdict of a stored
-object: registry facts change without the object changing, so admission reads them afresh.
+images and registries"): an OCI artifact is an error once known where its delivery is forced to image
+volumes (which mount it as an empty directory) and a warning under `--delivery auto` (which extracts
+it); a skill bundle without a `path` naming one of its skills, deprecated skills and tags that no longer
+resolve are warnings; with signature enforcement an image whose signature does not verify is an error.
+These are never part of the cached verdict of a stored object: registry facts change without the
+object changing, so admission reads them afresh.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from typing import Any
 from app.core.validation import fields as f
 from app.core.validation.fields import FieldPath
 from app.core.validation.findings import Findings
+from app.core.validation.paths import components
 
 SKIPPED_ABOVE = 100  # a hostile list is bounded by the other rules already; do not look up more
 
 
-def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any) -> None:
-    """`supply` is an app.core.mutation.skill_images.SupplyPlan (facts lookup plus the signature policy)."""
+def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any, delivery: str = "auto") -> None:
+    """`supply` is an app.core.mutation.skill_images.SupplyPlan (facts lookup plus the signature policy);
+    `delivery` the one in force for this AgentRuntime (its annotation, else `--delivery`)."""
     if not isinstance(raw, list):
         return
     unknown: list[str] = []
@@ -32,7 +36,14 @@ def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any
             continue
         if facts.mountable is False:
             why = facts.mount_reason or f"config media type {facts.config_media_type or 'empty'}"
-            findings.add(f.invalid(path, image, f"an OCI artifact that image volumes cannot mount ({why})"))
+            if delivery == "image":
+                findings.add(f.invalid(path, image, f"an OCI artifact that image volumes cannot mount ({why}): "
+                                                    "its image volume would be an empty directory, and delivery is image"))
+            elif delivery == "auto":
+                findings.warn(path, f"{image} is an OCI artifact ({why}): an image volume of it would mount an empty "
+                                    "directory; delivered by extraction")
+        if facts.bundle_skills is not None:
+            _check_bundle(base.index(i), image, item.get("path"), facts.bundle_skills, findings)
         if facts.deprecated:
             findings.warn(path, f"{image} is deprecated (io.skillimage.status)")
         if facts.tag_gone:
@@ -44,6 +55,15 @@ def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any
             f"not resolved in the registry yet ({', '.join(unknown)}): whether image volumes can mount "
             "them is not known",
         )
+
+
+def _check_bundle(at: FieldPath, image: str, path: Any, skills: tuple[str, ...], findings: Findings) -> None:
+    listed = ", ".join(skills) or "none listed"
+    if path is None:
+        findings.warn(at.child("image"), f"{image} is a skill bundle ({listed}): without path the agent gets every "
+                                         "skill of it; name one skill's directory with path")
+    elif isinstance(path, str) and skills and not (set(components(path)[-1:]) & set(skills)):
+        findings.warn(at.child("path"), f"{path!r} names none of the skills of the bundle {image} ({listed})")
 
 
 def _check_signature(path: FieldPath, image: str, facts: Any, findings: Findings, mode: str) -> None:

@@ -107,3 +107,30 @@ def first_owners(paths: Iterable[tuple[int, Components]]) -> dict[Components, in
     for owner, parts in paths:
         owners.setdefault(parts, owner)
     return owners
+
+
+# A skill's `path` inside its image: the mount's subPath. Kubernetes refuses an absolute subPath and
+# one with "..", and its own limit is far longer than any directory name a skill image would use.
+MAX_SKILL_PATH_LENGTH = 255
+
+
+@cached_when_short(maxsize=4096, longest=4 * MAX_SKILL_PATH_LENGTH)
+def skill_path_problems(path: str) -> tuple[str, ...]:
+    """What is wrong with a skill's `path` (a directory inside the image; empty when nothing is)."""
+    if not path:
+        return ("must not be empty (leave path out to mount the whole image)",)
+    problems: list[str] = []
+    if len(path) > MAX_SKILL_PATH_LENGTH:
+        problems.append(f"must be no more than {MAX_SKILL_PATH_LENGTH} characters")
+    if path.startswith("/"):
+        problems.append("must be a relative path inside the image (no leading '/')")
+    control = _CONTROL_RE.search(path)
+    if control is not None:
+        char = control.group()
+        name = _CONTROL_NAMES.get(char, f"U+{ord(char):04X}")
+        problems.append(f"must not contain control characters (found {name} at offset {control.start()})")
+    if ".." in path.split("/"):
+        problems.append("must not contain '..'")
+    if not problems and not components(path):
+        problems.append("must name a directory inside the image, not its root (leave path out for that)")
+    return tuple(problems)

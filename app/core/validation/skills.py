@@ -37,6 +37,8 @@ DNS1123_LABEL_MESSAGE = (
     "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
 SKILL_FIELDS = frozenset(Skill.model_fields)
+# The values of the AgentRuntime annotation `<domain>/skill-delivery` (app.core.mutation.delivery).
+DELIVERY_VALUES = ("image", "extract")
 SKILLS_PATH = FieldPath(("spec", "skills"))
 BOTH_FORMS_MESSAGE = "declare skills in spec.skills or in the annotation, not both"
 
@@ -103,8 +105,9 @@ def check_skills(
             continue
         if well_typed(Skill, item):
             name, image, mount_path = item["name"], item["image"], item["mountPath"]
-            pull_policy = item.get("pullPolicy")
-            if len(name) + len(image) + len(mount_path) + len(pull_policy or "") <= _CACHED_SKILL_CHARS:
+            pull_policy, skill_path = item.get("pullPolicy"), item.get("path")
+            if len(name) + len(image) + len(mount_path) + len(pull_policy or "") <= _CACHED_SKILL_CHARS \
+                    and (skill_path is None or not paths.skill_path_problems(skill_path)):
                 clean = clean_skill(name, image, mount_path, pull_policy, registry_allow)
                 if clean is not None and name not in names:  # nothing to report: the common case
                     names.add(name)
@@ -120,8 +123,10 @@ def check_skills(
                 values = {k: v for k, v in item.items() if k in SKILL_FIELDS and isinstance(v, str)}
                 name, image = values.get("name"), values.get("image")
                 mount_path, pull_policy = values.get("mountPath"), values.get("pullPolicy")
+                skill_path = values.get("path")
             else:
                 name, image, mount_path, pull_policy = skill.name, skill.image, skill.mountPath, skill.pullPolicy
+                skill_path = skill.path
         name_ok = False
         if name is not None:
             if name and name not in names and not skill_name_problems(name):
@@ -147,6 +152,9 @@ def check_skills(
                 mount_paths.append((i, paths.components(mount_path)))
         if pull_policy is not None and pull_policy not in PULL_POLICIES:
             findings.add(f.not_supported(base.index(i).child("pullPolicy"), pull_policy, PULL_POLICIES))
+        if skill_path is not None:
+            for problem in paths.skill_path_problems(skill_path):
+                findings.add(f.invalid(base.index(i).child("path"), skill_path, problem))
         if not item.keys() <= SKILL_FIELDS:
             _warn_unknown_fields(item, base.index(i), findings)
     if mount_paths:
