@@ -19,6 +19,7 @@ Every test that needs the binaries is marked `kube` and skips when KUBEBUILDER_A
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import datetime
@@ -447,18 +448,41 @@ class KubeCluster:
 # -- fixtures ------------------------------------------------------------------------------------------
 
 
+# Each test module imports these fixtures, which gives every module its own definition of them (and
+# pytest would start one control plane per module): they all hand out the one cluster made here.
+_SHARED: dict[str, Any] = {}
+
+
+def shared_cluster() -> KubeCluster:
+    """The session's one control plane, started on first use (a failed start is not retried)."""
+    if "error" in _SHARED:
+        raise AssertionError(f"the test control plane did not start: {_SHARED['error']}")
+    if "cluster" not in _SHARED:
+        assets = assets_dir()
+        cluster = KubeCluster(assets, Path(tempfile.mkdtemp(prefix="skill-webhook-kube-")))
+        _SHARED["cluster"] = cluster
+        atexit.register(stop_shared_cluster)
+        try:
+            cluster.start()
+        except BaseException as exc:
+            _SHARED["error"] = exc
+            raise
+    return _SHARED["cluster"]
+
+
+def stop_shared_cluster() -> None:
+    """SIGKILL the shared control plane and remove its directory (idempotent)."""
+    cluster = _SHARED.pop("cluster", None)
+    if cluster is not None:
+        cluster.stop()
+        shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
     """One control plane per test session (etcd + kube-apiserver; see `kube_controllers`)."""
-    assets = assets_dir()
-    directory = Path(tempfile.mkdtemp(prefix="skill-webhook-kube-"))
-    cluster = KubeCluster(assets, directory)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    yield shared_cluster()
+    stop_shared_cluster()  # at the end of the session (the first of the modules' copies does it)
 
 
 @pytest.fixture(scope="session")
@@ -471,9 +495,11 @@ def kube_controllers(kube_cluster: KubeCluster) -> KubeCluster:
 @pytest.fixture(scope="session")
 def agentruntime_crd(kube_cluster: KubeCluster) -> str:
     """The project's AgentRuntime CRD (manifests/crd.yaml), applied and Established."""
-    kube_cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "crd.yaml"))
     name = "agentruntimes.agent.kagenti.dev"
-    kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    if _SHARED.get("crd") is not kube_cluster:
+        kube_cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "crd.yaml"))
+        kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        _SHARED["crd"] = kube_cluster
     return name
 
 

@@ -179,9 +179,11 @@ def test_cert_manager_objects_pass_a_server_side_dry_run(kube_cluster: KubeClust
     assert applied.count("serverside-applied (server dry run)") == len(objects), applied
 
 
-def test_the_generated_crd_matches_the_committed_one_and_applies(kube_cluster: KubeCluster, tmp_path: Path) -> None:
-    """`skill-webhook manifests --crd` (the CRD step) is what is committed, and the API server takes it."""
-    printed = skill_webhook("manifests", "--crd").stdout
-    assert list(yaml.safe_load_all(printed)) == list(yaml.safe_load_all((MANIFESTS / "crd.yaml").read_text()))
-    dry_run(kube_cluster, printed)
-
+def test_the_printed_crd_passes_a_server_side_dry_run(kube_cluster: KubeCluster) -> None:
+    """`skill-webhook manifests --crd` for another group (the CRD step of a generated set): the API server
+    takes its schema and CEL rules. (That manifests/crd.yaml is the generator's output is test_manifests'.)"""
+    printed = skill_webhook("manifests", "--crd", "--agentruntime-api", "agent.example.dev/v1beta1").stdout
+    (crd,) = [d for d in yaml.safe_load_all(printed) if d]
+    assert crd["metadata"]["name"] == "agentruntimes.agent.example.dev"
+    applied = dry_run(kube_cluster, printed)
+    assert "serverside-applied (server dry run)" in applied
