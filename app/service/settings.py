@@ -11,6 +11,11 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.mutation.puller import (
+    DEFAULT_MAX_FILES, DEFAULT_PULLER_IMAGE, DEFAULT_PULLER_NAME, DEFAULT_SIZE_LIMIT, PullerConfig, check_configmap_name,
+    check_container_name, check_image, check_quantity, quantity_bytes,
+)
+
 from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
 from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain, check_domain
 from app.core.validation.oci import InvalidImageReference, parse_registry_prefix
@@ -111,6 +116,27 @@ class Settings(BaseSettings):
         "off", description="cosign key-based signatures of skill images: off, warn, enforce"
     )
     cosign_key: str = Field("", description="comma-separated PEM public key files for --verify-signatures")
+    # How skills reach pods (docs/delivery.md).
+    delivery: Literal["auto", "image", "extract"] = Field(
+        "auto", description="how skills reach pods: image (volumes), extract (an init container unpacks them), or "
+        "auto (extract where image volumes cannot mount: API server, node runtimes, OCI artifacts)"
+    )
+    extract_size_limit: str = Field(
+        DEFAULT_SIZE_LIMIT, description="extraction: sizeLimit of each skill's emptyDir, and the most the puller unpacks"
+    )
+    extract_max_files: int = Field(DEFAULT_MAX_FILES, ge=1, description="extraction: the most entries unpacked per skill")
+    puller_name: str = Field(DEFAULT_PULLER_NAME, description="extraction: name of the puller init container")
+    puller_image: str = Field(
+        DEFAULT_PULLER_IMAGE, description="extraction: image of the puller init container (the webhook's own image)"
+    )
+    puller_ca_configmap: str = Field(
+        "", description="extraction with --registry-ca: ConfigMap with ca.crt (in the pod's namespace, optional) "
+        "mounted into the puller"
+    )
+    puller_cpu_request: str = Field("50m", description="extraction: CPU request of the puller")
+    puller_memory_request: str = Field("64Mi", description="extraction: memory request of the puller")
+    puller_cpu_limit: str = Field("500m", description="extraction: CPU limit of the puller")
+    puller_memory_limit: str = Field("128Mi", description="extraction: memory limit of the puller")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="log format")
     backlog: int = Field(2048, ge=1, description="listen backlog of the HTTPS socket")
@@ -138,6 +164,43 @@ class Settings(BaseSettings):
             except InvalidImageReference as err:
                 raise ValueError(str(err)) from None
         return value
+
+    @field_validator("extract_size_limit")
+    @classmethod
+    def _size_limit(cls, value: str) -> str:
+        quantity_bytes(value)
+        return value.strip()
+
+    @field_validator("puller_name")
+    @classmethod
+    def _container_name(cls, value: str) -> str:
+        return check_container_name(value)
+
+    @field_validator("puller_image")
+    @classmethod
+    def _puller_image(cls, value: str) -> str:
+        return check_image(value)
+
+    @field_validator("puller_ca_configmap")
+    @classmethod
+    def _configmap(cls, value: str) -> str:
+        return check_configmap_name(value) if value else value
+
+    @field_validator("puller_cpu_request", "puller_memory_request", "puller_cpu_limit", "puller_memory_limit")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        return check_quantity(value)
+
+    def puller(self) -> PullerConfig:
+        """How the mutation makes the puller init container. It reaches registries as the webhook does: the
+        insecure ones it names, and the CA only when the webhook has one and a ConfigMap carries it."""
+        return PullerConfig(
+            name=self.puller_name, image=self.puller_image, size_limit=self.extract_size_limit,
+            max_files=self.extract_max_files, insecure_registries=self.insecure,
+            registry_ca_configmap=(self.puller_ca_configmap or None) if self.registry_ca is not None else None,
+            cpu_request=self.puller_cpu_request, memory_request=self.puller_memory_request,
+            cpu_limit=self.puller_cpu_limit, memory_limit=self.puller_memory_limit,
+        )
 
     @property
     def names(self) -> Domain:
