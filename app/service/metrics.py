@@ -25,7 +25,27 @@ class WebhookMetrics:
             ["endpoint"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.skills_injected = Counter(
-            "skill_webhook_skills_injected", "Skills mounted into pods", registry=r
+            "skill_webhook_skills_injected", "Skills given to pods, by delivery (image, extract)", ["delivery"],
+            registry=r,
+        )
+        self.pods_injected = Counter(
+            "skill_webhook_pods_injected", "Pods given skills, by delivery (image, extract, or mixed: some of each)",
+            ["delivery"], registry=r,
+        )
+        # Delivery (docs/delivery.md): what skills without an annotation get now, and why.
+        self.delivery_decision = Gauge(
+            "skill_webhook_delivery_decision",
+            "1 for the delivery in force (image, extract, or none: --delivery image without image volumes), "
+            "with the reason", ["delivery", "reason"], registry=r,
+        )
+        self.nodes_without_image_volumes = Gauge(
+            "skill_webhook_nodes_without_image_volumes",
+            "1 per node whose container runtime cannot mount image volumes (containerd < 2.1, CRI-O < 1.31)",
+            ["node", "runtime_version"], registry=r,
+        )
+        self.node_watch_restarts = Counter(
+            "skill_webhook_node_watch_restarts", "Restarts of the node watch (--delivery auto), by reason", ["reason"],
+            registry=r,
         )
         self.image_volumes_unsupported = Counter(
             "skill_webhook_image_volumes_unsupported_pods",
@@ -98,6 +118,22 @@ class WebhookMetrics:
         # Pre-bound children: a labels() lookup per request is measurable on the hot path.
         self._admission_children: dict[tuple[str, str], Counter] = {}
         self._latency_children = {e: self.latency.labels(e) for e in ("mutate", "validate")}
+
+    def observe_injection(self, skills: int, extracted: int) -> None:
+        """One pod given `skills` skills, `extracted` of them by extraction."""
+        if extracted:
+            self.skills_injected.labels("extract").inc(extracted)
+        if skills > extracted:
+            self.skills_injected.labels("image").inc(skills - extracted)
+        self.pods_injected.labels("image" if not extracted else "extract" if extracted == skills else "mixed").inc()
+
+    def publish_delivery(self, delivery: str, reason: str, unable: tuple[tuple[str, str], ...] = ()) -> None:
+        """The delivery decision now, and the nodes that cannot mount image volumes."""
+        self.delivery_decision.clear()
+        self.delivery_decision.labels(delivery, reason).set(1)
+        self.nodes_without_image_volumes.clear()
+        for node, runtime_version in unable:
+            self.nodes_without_image_volumes.labels(node, runtime_version).set(1)
 
     def observe_admission(self, endpoint: str, decision: str, seconds: float) -> None:
         child = self._admission_children.get((endpoint, decision))
