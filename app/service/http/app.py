@@ -140,7 +140,7 @@ def _answer_review(review: Any, state: ServiceState, endpoint: str, decide: Deci
         decision = AdmissionDecision.deny(500, "internal error in skill-webhook; see its logs", outcome="error")
     if endpoint == "mutate":
         if decision.outcome == "injected":
-            state.metrics.skills_injected.inc(len(decision.skills))
+            state.metrics.observe_injection(len(decision.skills), decision.extracted)
         elif decision.outcome == "image-volumes-off":
             state.metrics.image_volumes_unsupported.inc()
         if decision.unpinned:
