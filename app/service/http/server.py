@@ -24,6 +24,7 @@ from app.sources.base import AgentRuntimeSource
 from app.sources.files.source import FileSource
 
 from app.service.http.app import ServiceState, create_app, create_health_app
+from app.service.http.delivery import DeliveryWiring, build_delivery
 from app.service.metrics import WebhookMetrics
 from app.service.settings import Settings
 from app.service.http.tls import ReloadingTLSContext
@@ -49,7 +50,7 @@ class _Server(uvicorn.Server):
 def validation_options(settings: Settings, supply: SupplyPlan | None = None) -> ValidationOptions:
     return ValidationOptions(
         registry_allow=settings.registries, agentruntime_api=settings.agentruntime_api, domain=settings.names,
-        supply=supply,
+        supply=supply, delivery=settings.delivery,
     )
 
 
@@ -151,14 +152,19 @@ class ServiceParts:
     source: AgentRuntimeSource
     tls: ReloadingTLSContext
     resolver: SkillImageResolver | None = None
+    delivery: DeliveryWiring | None = None
 
     def start(self) -> None:
         self.source.start()
         self.tls.start()
         if self.resolver is not None:
             self.resolver.start()
+        if self.delivery is not None:
+            self.delivery.start()
 
     def stop(self) -> None:
+        if self.delivery is not None:
+            self.delivery.stop()
         if self.resolver is not None:
             self.resolver.stop()
         self.source.stop()
@@ -200,16 +206,19 @@ def build_state(settings: Settings) -> ServiceParts:
         "image volumes %s: %s", "on" if decision.enabled else "off", decision.reason,
         extra={"fields": {"imageVolumes": decision.enabled, "serverVersion": server_version}},
     )
+    delivery = build_delivery(settings, source_kind, decision, metrics)
     state = ServiceState(
         index=index,
         mutation=MutationOptions(
-            settings.sidecars, decision.enabled, decision.reason, domain=settings.names, supply=supply
+            settings.sidecars, decision.enabled, decision.reason, domain=settings.names, supply=supply,
+            delivery=settings.delivery, nodes=delivery.nodes, puller=settings.puller(),
         ),
         validation=validation,
         metrics=metrics,
         certificate_loaded=lambda: tls.loaded,
     )
-    return ServiceParts(state, source, tls, resolver)
+    delivery.bind(state)
+    return ServiceParts(state, source, tls, resolver, delivery)
 
 
 # How long a background thread (informers, reconciler, resolver) may keep the GIL when the event loop
