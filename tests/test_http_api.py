@@ -451,7 +451,9 @@ def test_metrics_expose_the_spec_metrics(client, health, state):
     latency = families["skill_webhook_admission_duration_seconds"]
     assert latency.type == "histogram"
     assert sample_value(latency, "skill_webhook_admission_duration_seconds_count", endpoint="mutate") == 1
-    assert sample_value(families["skill_webhook_skills_injected"], "skill_webhook_skills_injected_total") == 2
+    assert sample_value(families["skill_webhook_skills_injected"], "skill_webhook_skills_injected_total",
+                        delivery="image") == 2
+    assert sample_value(families["skill_webhook_pods_injected"], "skill_webhook_pods_injected_total", delivery="image") == 1
     assert sample_value(families["skill_webhook_cache_synced"], "skill_webhook_cache_synced") == 1
     assert sample_value(families["skill_webhook_agentruntimes_cached"], "skill_webhook_agentruntimes_cached") == 2
     assert families["skill_webhook_watch_restarts"].type == "counter"

@@ -55,7 +55,8 @@ class Service:
     """The webhook exactly as `serve` builds it for `--source kube --kubeconfig FILE` (build_state), with
     its two apps on ASGI test clients instead of sockets."""
 
-    def __init__(self, server: StandInApiServer, certs: CertBundlePaths, image_volumes: str = "auto") -> None:
+    def __init__(self, server: StandInApiServer, certs: CertBundlePaths, image_volumes: str = "auto",
+                 delivery: str = "auto") -> None:
         kubeconfig = certs.ca_cert.parent / f"kubeconfig-{server.port}"
         kubeconfig.write_text(KUBECONFIG.format(url=server.url))
         settings = Settings(
@@ -64,9 +65,11 @@ class Service:
             tls_cert_file=certs.tls_cert,
             tls_key_file=certs.tls_key,
             image_volumes=image_volumes,
+            delivery=delivery,
         )
         parts = build_state(settings)
         state, self.informer = parts.state, parts.source
+        self.image_volumes_reason = state.mutation.image_volumes_reason
         assert isinstance(self.informer, KubeInformerSource)
         self.index, self.metrics = state.index, state.metrics
         self.webhook = AsgiClient(create_app(state))
@@ -96,7 +99,16 @@ class Service:
         pod = _sample_pod()
         patched = jsonpatch.apply_patch(pod, decode_patch(self.mutate()))
         before = {v["name"] for v in pod["spec"].get("volumes", [])}
-        return [v["image"]["reference"] for v in patched["spec"].get("volumes", []) if v["name"] not in before]
+        return [v["image"]["reference"] for v in patched["spec"].get("volumes", []) if v["name"] not in before
+                and "image" in v]
+
+    def extracted(self) -> list[str]:
+        """The `--skill NAME=REF` arguments of the puller the current /mutate answer adds to the sample pod."""
+        pod = _sample_pod()
+        patched = jsonpatch.apply_patch(pod, decode_patch(self.mutate()))
+        puller = patched["spec"]["initContainers"][0]
+        assert puller["name"] == "skill-pull", puller
+        return [value for flag, value in zip(puller["args"], puller["args"][1:]) if flag == "--skill"]
 
     def metric(self, name: str, labels: str = "") -> float:
         for line in self.health.get("/metrics").text.splitlines():
@@ -204,9 +216,11 @@ def test_410_and_dropped_connections_leave_no_stale_answer(service, server):
     ],
 )
 def test_server_version_decides_image_volumes(server, certs, version, setting, injects):
+    """With --delivery image: where image volumes are off nothing is injected (the API server would
+    drop them), with a warning and a metric."""
     server.version = version_info(*version)
     server.create(agentruntime("resume-agent-runtime", target="resume-agent", skills=[SKILL]))
-    service = Service(server, certs, image_volumes=setting)
+    service = Service(server, certs, image_volumes=setting, delivery="image")
     try:
         started(service, server)
         response = service.mutate()
@@ -220,6 +234,23 @@ def test_server_version_decides_image_volumes(server, certs, version, setting, i
             if setting == "auto":  # the warning says why: the version read from /version
                 assert any(f"Kubernetes {version[0]}.{version[1].rstrip('+')}" in w for w in response["warnings"])
             assert service.metric("skill_webhook_image_volumes_unsupported_pods_total") == 1
+    finally:
+        service.informer.stop()
+
+
+@pytest.mark.parametrize(("version", "setting"), [(("1", "33+", "v1.33.2-gke.1000"), "auto"), (("1", "36", "v1.36.1"), "off")])
+def test_where_image_volumes_are_off_auto_delivers_by_extraction(server, certs, version, setting):
+    server.version = version_info(*version)
+    server.create(agentruntime("resume-agent-runtime", target="resume-agent", skills=[SKILL]))
+    service = Service(server, certs, image_volumes=setting)
+    try:
+        started(service, server)
+        assert service.extracted() == [f"{SKILL['name']}={SKILL['image']}"]
+        assert service.injected_images() == []
+        assert service.metric("skill_webhook_skills_injected_total", '{delivery="extract"}') >= 1
+        assert service.metric("skill_webhook_image_volumes_unsupported_pods_total") == 0
+        assert service.metric("skill_webhook_delivery_decision", '{delivery="extract",reason="--delivery auto: image '
+                              f'volumes are off ({service.image_volumes_reason})"}}') == 1
     finally:
         service.informer.stop()
 

@@ -44,6 +44,36 @@ def quantity_bytes(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# What a container's resources accept, as far as a setting needs it: a number with a suffix.
+_RESOURCE = re.compile(r"\d+(\.\d+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?")
+
+
+def check_container_name(value: str) -> str:
+    if not _DNS_LABEL.fullmatch(value):
+        raise ValueError(f'"{value}" is not a container name (a DNS-1123 label, e.g. {DEFAULT_PULLER_NAME})')
+    return value
+
+
+def check_image(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f'"{value}" is not an image reference')
+    return value
+
+
+def check_configmap_name(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise ValueError(f'"{value}" is not a ConfigMap name')
+    return value
+
+
+def check_quantity(value: str) -> str:
+    if not _RESOURCE.fullmatch(value):
+        raise ValueError(f'"{value}" is not a Kubernetes quantity (e.g. 50m, 0.5, 64Mi, 1Gi)')
+    return value
+
+
 def pull_secret_volume(index: int) -> str:
     return f"skill-pull-secret-{index}"
 
