@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_pull_all(args, jobs))
     except KeyboardInterrupt:
         _fail("interrupted")
-        return 1
+    except Exception as exc:  # a bug or an unforeseen system error: still one line, never a traceback
+        _fail(f"unexpected {type(exc).__name__}: {exc}")
+    return 1
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[str, str, str]]:

@@ -79,11 +79,15 @@ def load_credentials(paths: Iterable[Path], warn: Callable[[str], None]) -> dict
     an unreadable or invalid file is skipped with a warning, as the kubelet skips a broken secret."""
     found: dict[str, tuple[str, str]] = {}
     for path in paths:
-        if path.is_dir():
-            children = sorted((c for c in path.iterdir() if c.is_dir()), key=_secret_order)
-            files = [f for c in children for f in (c / ".dockerconfigjson", c / ".dockercfg") if f.is_file()]
-        else:
-            files = [path] if path.exists() else []
+        try:
+            if path.is_dir():
+                children = sorted((c for c in path.iterdir() if c.is_dir()), key=_secret_order)
+                files = [f for c in children for f in (c / ".dockerconfigjson", c / ".dockercfg") if f.is_file()]
+            else:
+                files = [path] if path.exists() else []
+        except OSError as exc:
+            warn(f"pull secrets {path} ignored: {exc.strerror or exc}")
+            continue
         for file in files:
             try:
                 credentials = parse_docker_config(file.read_bytes(), legacy=file.name == ".dockercfg")

@@ -179,7 +179,9 @@ class Unpacker:
                 os.close(parent)
         except OSError as exc:
             raise UnpackError(f"entry {show(member.name)}: {exc.strerror or exc}") from None
-        self._layer_paths.add("/".join(parts))
+        # The entry and the directories it is in are this layer's: its whiteouts leave them.
+        for depth in range(1, len(parts) + 1):
+            self._layer_paths.add("/".join(parts[:depth]))
 
     def _make(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str], parent: int) -> None:
         base = parts[-1]
@@ -209,7 +211,6 @@ class Unpacker:
                         os.close(fd)
                         return -1
                     os.mkdir(part, 0o755, dir_fd=fd)
-                    self._layer_paths.add("/".join(parts[: depth + 1]))
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
