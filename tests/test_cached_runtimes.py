@@ -4,11 +4,9 @@ it was down, or read from a file) is re-checked once per version and its pods ar
 
 from __future__ import annotations
 
-import gc
 import json
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +17,6 @@ from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.validation import ValidationOptions, validate_agentruntime
-from app.sources.base import bulk_load
 from app.sources.files.source import RuntimesFileError, read_runtimes_file
 from tests.builders import NAMESPACE, apply_and_recheck, container, deployment_pod, runtime_object, skill
 
@@ -118,13 +115,20 @@ def test_the_cache_keeps_only_what_admission_and_the_reconciler_read():
 
 
 def test_no_key_of_the_object_can_set_its_verdict():
-    from app.core.model import AgentRuntime
-
     obj = runtime_object("rt", skills=[skill("s")])
     obj["problems"] = ["forged"]
     obj["metadata"]["problems"] = ["forged"]
-    assert AgentRuntime.from_object(obj).problems == ()
     assert cached_runtime(obj, ValidationOptions()).problems == ()
+    invalid = runtime_object("rt", skills=[skill("s", mount_path="/proc/x")])
+    invalid["problems"] = []
+    assert cached_runtime(invalid, ValidationOptions()).problems
+
+
+def test_a_verdict_is_set_on_a_copy():
+    runtime = AgentRuntime.from_object(runtime_object("rt", skills=[skill("s")]))
+    invalid = runtime.with_problems(("spec.skills[0].name: Invalid value",))
+    assert runtime.problems == () and invalid.problems == ("spec.skills[0].name: Invalid value",)
+    assert invalid.spec == runtime.spec and invalid != runtime
 
 
 # -- one pass: the verdict, the model and the garbage -------------------------------------------------
@@ -157,43 +161,25 @@ def test_the_cached_model_is_the_fully_validated_one(entries, in_annotation: boo
     assert cached.spec.skills == ([] if errors else full.spec.skills)
 
 
-def test_loading_a_file_leaves_no_reference_cycles(tmp_path):
-    """bulk_load freezes the new cache without a full collection: sound only while decoding a file
-    (YAML with anchors, JSON, invalid objects kept with their problems) leaves no cyclic garbage."""
-    documents = [runtime_object(f"rt{i}", target=f"d{i}", skills=[skill("s")]) for i in range(50)]
-    documents.append(runtime_object("bad", target="bad", skills=[skill("s", mount_path="/proc")]))
-    (tmp_path / "a.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
-    (tmp_path / "b.yaml").write_text("x: &a [1]\ny: *a\n---\n" + yaml.safe_dump_all(documents))
-    (tmp_path / "c.yaml").write_text("a: [1\n")  # broken: an error is raised and caught
-    for file in sorted(tmp_path.iterdir()):
-        gc.collect()
-        gc.disable()
-        try:
-            try:
-                runtimes = read_runtimes_file(file)
-            except RuntimesFileError:
-                runtimes = []
-            del runtimes
-            assert gc.collect() == 0, file.name
-        finally:
-            gc.enable()
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        pytest.param("anchors.yaml", "a: &x [1]\nb: *x\n", id="anchors"),
+        pytest.param("dup.yaml", "kind: AgentRuntime\nkind: Pod\n", id="duplicate-yaml"),
+        pytest.param("dup.json", '{"kind": "AgentRuntime", "kind": "Pod"}', id="duplicate-json"),
+        pytest.param("yaml.json", "kind: AgentRuntime\n", id="yaml-named-json"),
+        pytest.param("tag.yml", "kind: !!binary aGVsbG8=\n", id="tag"),
+        pytest.param("nan.json", '{"spec": {"n": NaN}}', id="nan"),
+        pytest.param("latin1.yaml", "kind: caf\xe9\n", id="not-utf8"),
+    ],
+)
+def test_the_file_source_reads_a_file_as_validate_reads_it(tmp_path, capsys, name, text):
+    """serve (file source) and `skill-webhook validate` refuse the same files with the same words."""
+    from app.service.cli import main as cli
 
-
-def test_bulk_load_leaves_the_cache_frozen_and_collection_on():
-    gc.enable()
-    before = gc.get_freeze_count()
-    with bulk_load():
-        assert not gc.isenabled()
-        kept = [{"n": [i]} for i in range(1000)]
-    assert gc.isenabled() and gc.get_freeze_count() >= before + len(kept)
-    gc.unfreeze()
-
-
-def test_cached_models_share_their_bookkeeping_and_stay_equal():
-    first = cached_runtime(runtime_object("a", skills=[skill("s1"), skill("s2")]), ValidationOptions())
-    second = cached_runtime(runtime_object("b", skills=[skill("s3")]), ValidationOptions())
-    assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__
-    assert first.spec.skills[0].__pydantic_fields_set__ is second.spec.skills[0].__pydantic_fields_set__
-    from app.core.model import AgentRuntime
-
-    assert first == AgentRuntime.from_object(first.model_dump())
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1") if name.startswith("latin1") else text.encode())
+    with pytest.raises(RuntimesFileError) as caught:
+        read_runtimes_file(path)
+    assert cli.main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out.strip() == str(caught.value)

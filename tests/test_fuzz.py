@@ -147,11 +147,19 @@ def test_every_field_of_a_pod_as_every_type(client):
 @pytest.mark.parametrize("number", ["9223372036854775808", "-9223372036854775809", "1" * 5000, "1e400"])
 def test_a_number_the_api_server_cannot_hold_is_a_400_naming_its_place(client, number):
     text = json.dumps(SAMPLE_RUNTIMES[0]).replace('"type": "agent"', f'"type": {number}', 1)
-    for body in (text, json.dumps(runtime_review(random.Random(0), "OBJECT")).replace('"OBJECT"', text, 1)):
-        response = client.post("/validate", content=body, headers={"content-type": "application/json"})
-        assert response.status_code == 400, response.text
-        detail = response.json()["detail"]
-        assert detail["line"] == 1 and body[detail["column"] - 1 :].startswith(number[:20])
+    response = client.post("/validate", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    message = response.json()["detail"]["message"]
+    assert number[:20] in message and message.endswith("(at spec.type)")
+    # An AdmissionReview is read by orjson as the API server wrote it (the API server holds no such
+    # number): what orjson reads is reviewed, what it refuses goes to the strict loader.
+    review = json.dumps(runtime_review(random.Random(0), "OBJECT")).replace('"OBJECT"', text, 1)
+    response = client.post("/validate", content=review, headers={"content-type": "application/json"})
+    if response.status_code == 200:
+        status = response.json()["response"]["status"]
+        assert status["code"] == 422 and "spec.type: Invalid value" in status["message"]
+    else:
+        assert response.json()["detail"]["message"].endswith("(at request.object.spec.type)"), response.text
 
 
 def test_every_field_of_an_agentruntime_as_every_type(client):

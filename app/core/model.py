@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-import sys
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -123,21 +122,18 @@ class ObjectMeta(BaseModel):
 class AgentRuntime(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    # Set by `app.core.decode.cached_runtime`: the problems the validating webhook would have refused
-    # this object for (it may have been stored before the webhook existed, or read from a file).
-    # A class attribute, not a field: no key of the object itself can set it (an extra key of that
-    # name lands in model_extra), and reading it on every admission costs a plain attribute lookup
-    # (a pydantic private attribute costs 2 µs through __getattr__).
-    problems: ClassVar[tuple[str, ...]] = ()
-
-    def with_problems(self, problems: tuple[str, ...]) -> "AgentRuntime":
-        object.__setattr__(self, "problems", tuple(problems))
-        return self
-
     apiVersion: str = DEFAULT_AGENTRUNTIME_API
     kind: str = AGENTRUNTIME_KIND
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: AgentRuntimeSpec = Field(default_factory=AgentRuntimeSpec)
+    # Not part of the resource: the problems the validating webhook would have refused this object for
+    # (it may have been stored before the webhook existed, or read from a file), set by
+    # `app.core.decode.cached_runtime` through `with_problems`. `for_cache` builds the cached model
+    # from the fields it keeps, so no key of a stored object can set it.
+    problems: tuple[str, ...] = ()
+
+    def with_problems(self, problems: tuple[str, ...]) -> "AgentRuntime":
+        return self.model_copy(update={"problems": tuple(problems)})
 
     @property
     def key(self) -> tuple[str, str]:
@@ -190,41 +186,7 @@ class AgentRuntime(BaseModel):
             trimmed["metadata"] = kept_meta
         if kept_spec is not None:
             trimmed["spec"] = kept_spec
-        return _slim(cls.model_validate(trimmed))
-
-
-# The cache holds every AgentRuntime of the cluster, and half of a pydantic model's memory is
-# bookkeeping: a fields-set set and an extra-fields dict per instance (seven instances per
-# AgentRuntime with three skills). The cached models are frozen and never copied, so they can share
-# one frozenset per shape and drop an empty extras dict: 4.8 KB -> 2.3 KB per AgentRuntime.
-class _SharedFieldSet(frozenset):
-    """A fields-set shared by many cached models; a copy (model_copy) gets a set of its own to change."""
-
-    def __copy__(self) -> set[str]:
-        return set(self)
-
-
-_SHARED_FIELD_SETS: dict[frozenset[str], frozenset[str]] = {}
-_REPEATED_FIELDS = frozenset({"namespace", "apiVersion", "kind", "type", "pullPolicy", "creationTimestamp"})
-
-
-def _slim(model: BaseModel) -> BaseModel:
-    fields = _SharedFieldSet(model.__pydantic_fields_set__)
-    object.__setattr__(model, "__pydantic_fields_set__", _SHARED_FIELD_SETS.setdefault(fields, fields))
-    if model.__pydantic_extra__ == {}:
-        object.__setattr__(model, "__pydantic_extra__", None)
-    values = model.__dict__
-    for key, value in values.items():
-        if key in _REPEATED_FIELDS and type(value) is str:
-            # The same few strings, thousands of times over.
-            values[key] = sys.intern(value)
-        elif isinstance(value, BaseModel):
-            _slim(value)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, BaseModel):
-                    _slim(item)
-    return model
+        return cls.model_validate(trimmed)
 
 
 _CACHED_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")

@@ -1,78 +1,86 @@
-"""Untrusted text -> documents: JSON or multi-document YAML, parsed safely.
+"""Text from people -> documents: JSON or multi-document YAML, read strictly by the standard parsers.
 
-`load_documents` is for bodies and files from users. It yields only what JSON can hold (dicts with
-string keys, lists, strings, numbers, booleans, null), as sigs.k8s.io/yaml does for kubectl:
+Dry runs on /validate, `skill-webhook validate` and `mutate`, and the files the file source reads all
+come through `load_documents`, so one text gives the same documents, or the same error, everywhere.
+It yields only what JSON can hold (dicts with string keys, lists, strings, numbers, booleans, null),
+as sigs.k8s.io/yaml does for kubectl, and refuses what the API server's strict decoding would not
+take or what no reader should have to guess about:
 
-- no YAML tag constructs an object, and YAML timestamps stay strings (as in Kubernetes);
-- anchors and aliases are refused at the first one, so an alias bomb costs nothing;
-- nesting is bounded (MAX_DEPTH) for JSON and YAML alike, so a RecursionError never escapes;
-- a mapping with a duplicate key is an error, as the API server's strict decoding says (which of the
-  two values would win is a guess no reader should have to make);
-- integers must fit in 64 bits and numbers in a double, as the API server reads them: a longer
-  integer is an error naming its position, never silently a float or Python's digit-limit text;
-- every failure is a DocumentError with the parser's 1-based line and column when it has them.
+- a mapping with a duplicate key (which of the two values wins is a guess);
+- an integer beyond 64 bits, a number beyond a double, NaN and Infinity;
+- YAML anchors and aliases (so an alias bomb costs nothing), and every YAML tag but null, bool,
+  int, float, str, seq and map: no tag constructs an object, and timestamps stay strings;
+- nesting deeper than MAX_DEPTH, and lone surrogates (`"\\ud800"`), which are not text.
 
-`load_trusted_documents` is for admin-owned files (the file source's 10,000 AgentRuntimes): the same
-JSON-compatible values and the same refusals, but parsed by libyaml end to end when it is available,
-anchors allowed.
+Every failure is a DocumentError. YAML problems and JSON syntax errors carry the parser's 1-based
+line and column; a JSON value that the standard parser reads but the hooks refuse is named by its
+place in the document instead (`(at spec.skills[1])`), since the hooks are not told where they are.
 
-JSON text goes through app.core.parsing.jsontext (strict, positioned, numbers as the API server holds them).
-`open_lists` is the one place where `kind: List` (what `kubectl get -o yaml` prints) stands for its
-items.
+Text from the API server (AdmissionReviews, informer objects) does not come here: orjson reads it
+as it is. `open_lists` is the one place where `kind: List` (what `kubectl get -o yaml` prints)
+stands for its items.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Iterable, Iterator
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent, CollectionStartEvent
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.parser import Parser
-from yaml.reader import Reader
+from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import Resolver
-from yaml.scanner import Scanner
 
-from app.core.parsing.jsontext import (
-    INT64_MAX,
-    INT64_MIN,
-    MAX_DEPTH,
-    DocumentError,
-    dump_json,
-    duplicate_key_message,
-    integer_problem,
-    line_column,
-    load_json,
-    out_of_range_message,
-)
-
-__all__ = [
-    "DocumentError", "MAX_DEPTH", "dump_json", "is_list", "load_documents", "load_json",
-    "load_trusted_documents", "media_type", "open_lists",
-]
-
-try:  # libyaml: the C parser, ten times faster than the pure-Python one
-    from yaml._yaml import CParser
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    CParser = None
-
+# Real objects nest 10-15 levels; 100 leaves room and keeps hostile input cheap.
+MAX_DEPTH = 100
+# The API server decodes JSON integers into int64 (k8s.io/apimachinery/pkg/util/json).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+_FILE_MEDIA_TYPES = {".json": "application/json", ".yaml": "application/yaml", ".yml": "application/yaml"}
 
-_STR_TAG, _SEQ_TAG, _MAP_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
-_INT_TAG, _NULL_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:null"
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SURROGATE_MESSAGE = "a lone surrogate (\\ud800-\\udfff) is not text"
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+class DocumentError(ValueError):
+    """Text that is not a JSON/YAML document we accept; line and column are 1-based (None when the
+    problem has no position)."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.message
+        return f"line {self.line}, column {self.column}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "line": self.line, "column": self.column}
+
+
 def media_type(content_type: str | None) -> str:
     """"application/json; charset=utf-8" -> "application/json"; "" when absent."""
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def file_media_type(name: str) -> str | None:
+    """What a file name's suffix says its text is ("x.yml" -> "application/yaml"); None when it says
+    nothing, and the text then decides, as for a body without a Content-Type."""
+    return _FILE_MEDIA_TYPES.get(name[name.rfind(".") :].lower()) if "." in name else None
+
+
 def load_documents(data: bytes | str, content_type: str | None = None) -> list[Any]:
-    """Parse untrusted JSON or YAML into its documents; raises DocumentError.
+    """Parse JSON or YAML from a person into its documents; raises DocumentError.
 
     A JSON or YAML Content-Type (`application/json`, `*+json`, `application/yaml`,
     `application/x-yaml`, `text/yaml`) decides the parser. Any other or none (curl's `-d` sends
@@ -91,222 +99,136 @@ def load_documents(data: bytes | str, content_type: str | None = None) -> list[A
     return _load_yaml(text)
 
 
-def load_trusted_documents(text: str) -> list[Any]:
-    """Parse an admin-owned YAML/JSON file fast (libyaml); still JSON-compatible values only, still
-    no object construction. Raises DocumentError. Empty documents are left out."""
-    if text.lstrip()[:1] in ("{", "["):
-        # A JSON file (10,000 AgentRuntimes is 10 MB) parses 50 times faster as JSON than through
-        # libyaml; when it is not valid JSON after all, YAML (a superset) gets its turn below.
-        try:
-            return [load_json(text)]
-        except DocumentError:
-            pass
-    loader = _TrustedLoader(text)
-    try:
-        return _documents(loader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, text) from None
-    except RecursionError:
-        raise DocumentError("nesting too deep") from None
-    finally:
-        loader.dispose()
+def duplicate_key_message(key: str) -> str:
+    return f"duplicate key {json.dumps(key)[:200]}: the API server's strict decoding refuses it"
 
 
-# -- YAML ------------------------------------------------------------------------------------------
+def out_of_range_message(token: str) -> str:
+    shown = token if len(token) <= 40 else f"{token[:20]}...({len(token)} characters)"
+    return f"integer {shown} is outside the 64-bit range of the API server ({INT64_MIN} to {INT64_MAX})"
 
 
-class _JsonCompatibleResolver(Resolver):
-    """YAML 1.1 scalars as Kubernetes reads them: timestamps stay strings (a creationTimestamp is a
-    string in every API object), and "=" and "<<" are plain strings rather than special tags.
-
-    `resolve` is PyYAML's, in one dictionary look-up for a scalar whose first character no implicit
-    tag starts with (most of them: names, images, paths), and without the path resolvers (there are
-    none): libyaml calls it once per node, so it is most of the Python work of a load."""
-
-    yaml_implicit_resolvers = {
-        first: [
-            (tag, pattern)
-            for tag, pattern in resolvers
-            if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value", "tag:yaml.org,2002:merge")
-        ]
-        for first, resolvers in Resolver.yaml_implicit_resolvers.items()
-    }
-
-    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-        pass  # no path resolvers
-
-    def ascend_resolver(self) -> None:
-        pass
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._plain_tags: dict[str, str] = {}  # for this load: keys and many values repeat
-
-    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is ScalarNode:
-            if not implicit[0]:
-                return _STR_TAG
-            return self._plain_tags.get(value) or self.plain_tag(value)
-        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
-
-    def plain_tag(self, value: str) -> str:
-        """The tag of a plain scalar, remembered for the rest of the load."""
-        tag = _plain_tag(value)
-        if len(value) <= _REMEMBERED_SCALAR and len(self._plain_tags) < _REMEMBERED_SCALARS:
-            self._plain_tags[value] = tag
-        return tag
+# -- JSON: the standard parser, its hooks, one walk --------------------------------------------------
 
 
-class _DeferredResolver(_JsonCompatibleResolver):
-    """For libyaml's own composer (trusted files): a plain scalar is only marked _PLAIN here and
-    resolved by _build, which looks at every scalar anyway; that saves a third of the resolving,
-    which is called from C for every node."""
+class _Refused:
+    """Put by a parser hook where the text holds something we refuse; `_check_json` finds it, with
+    its place in the document."""
 
-    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is ScalarNode:
-            return _PLAIN if implicit[0] else _STR_TAG
-        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+    __slots__ = ("message",)
 
-
-# The tag of a plain scalar that _build still has to resolve. Compared by identity: a tag written
-# in a document is another string object, however it is spelt, and is refused as unknown.
-_PLAIN = "tag:skill-webhook,2026:plain-scalar"
-_REMEMBERED_SCALAR = 64  # characters: longer plain scalars are resolved afresh each time
-_REMEMBERED_SCALARS = 65_536  # per load
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
-def _plain_tag(value: str) -> str:
-    for tag, pattern in _IMPLICIT_BY_FIRST.get(value[:1], _IMPLICIT_ANY_FIRST):
-        if pattern.match(value):
-            return tag
-    return _STR_TAG
+class _Found(Exception):
+    """A refused value, with its path gathered (innermost first) on the way out of the walk."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str | int] = []
 
 
-# First character -> the implicit resolvers BaseResolver.resolve tries for it, in its order
-# (those registered for that character, then those for any character).
-_IMPLICIT_ANY_FIRST = tuple(_JsonCompatibleResolver.yaml_implicit_resolvers.get(None, ()))
-_IMPLICIT_BY_FIRST = {
-    first: tuple(resolvers) + _IMPLICIT_ANY_FIRST
-    for first, resolvers in _JsonCompatibleResolver.yaml_implicit_resolvers.items()
-    if first is not None
-}
-
-
-class _JsonCompatibleConstructor(SafeConstructor):
-    """Only null, booleans, numbers, strings, sequences and mappings with string keys. Any other
-    tag (!!binary, !!set, !!timestamp, !!python/..., custom !tags) is an error, never an object.
-
-    Documents are built by one recursive walk (`_build`) instead of PyYAML's generator machinery:
-    several times faster, which lets the file source load 10,000 AgentRuntimes quickly. It recurses
-    as deep as the document nests, at most MAX_DEPTH."""
-
-    # Scalars only: sequences and mappings are built by _build. A collection with another tag, or a
-    # scalar with a collection's tag, finds no constructor here and is refused by construct_undefined.
-    yaml_constructors = {
-        tag: SafeConstructor.yaml_constructors[tag]
-        for tag in (
-            "tag:yaml.org,2002:null",
-            "tag:yaml.org,2002:bool",
-            "tag:yaml.org,2002:int",
-            "tag:yaml.org,2002:float",
-            "tag:yaml.org,2002:str",
-            None,
-        )
-    }
-
-    def construct_document(self, node: Node) -> Any:
-        built: dict[int, Any] = {}  # an aliased collection is built once and shared, as PyYAML does
-        try:
-            return _build(self, node, built, 1)
-        finally:
-            self.constructed_objects.clear()
-
-    def construct_object(self, node: Node, deep: bool = False) -> Any:
-        if node.tag == _INT_TAG and isinstance(node, ScalarNode):
-            # Checked on the text, before int(): a 5,000-digit integer must not meet Python's limit.
-            digits = node.value.replace("_", "").lstrip("+")
-            problem = integer_problem(digits) if digits.lstrip("-").isdigit() else None
-            if problem is not None:
-                raise ConstructorError(None, None, problem, node.start_mark)
-        try:
-            value = super().construct_object(node, deep)
-        except ValueError as exc:  # int() of a hexadecimal or sexagesimal beyond the digit limit
-            raise ConstructorError(None, None, f"number {node.value[:40]!r} cannot be read: {exc}", node.start_mark) from None
-        except KeyError:  # `!!bool maybe`: PyYAML looks the word up and finds nothing
-            raise ConstructorError(None, None, f"{node.value[:40]!r} is not a {node.tag.rpartition(':')[2]}", node.start_mark) from None
-        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
-            raise ConstructorError(None, None, out_of_range_message(node.value), node.start_mark)
-        if type(value) is float and not math.isfinite(value):
-            raise ConstructorError(None, None, f"{node.value[:40]} is not a number JSON can hold", node.start_mark)
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Refused:
+    value = dict(pairs)
+    if len(value) == len(pairs):
         return value
+    seen: set[str] = set()
+    for key, _ in pairs:  # "a" and "\u0061" are one key: the parser has decoded both
+        if key in seen:
+            break
+        seen.add(key)
+    return _Refused(duplicate_key_message(key))
 
 
-def _build(loader: Any, node: Node, built: dict[int, Any], depth: int) -> Any:
-    """The JSON-compatible value of `node` at nesting `depth` (1 for a document's root). A plain
-    scalar's tag is resolved here when the loader deferred it (_DeferredResolver)."""
-    node_type = type(node)
-    if node_type is ScalarNode:
-        tag = node.tag
-        if tag is _PLAIN:
-            tag = node.tag = loader._plain_tags.get(node.value) or loader.plain_tag(node.value)
-        if tag == _STR_TAG:
-            return node.value
-        if tag == _NULL_TAG:
-            return None
-        return loader.construct_object(node)
-    done = built.get(id(node))
-    if done is not None:
-        return done
+def _int64(token: str) -> int | _Refused:
+    # The length first: a 5,000-digit token must not meet Python's digit limit.
+    value = int(token) if len(token) <= 20 else None
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        return _Refused(out_of_range_message(token))
+    return value
+
+
+def _double(token: str) -> float | _Refused:
+    value = float(token)
+    return value if math.isfinite(value) else _Refused(f"number {token[:40]} is outside the range of a double")
+
+
+def _not_json(name: str) -> _Refused:
+    return _Refused(f"{name}: NaN and Infinity are not JSON")
+
+
+# Made once: json.loads with any option builds a new decoder per call.
+_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_unique_object, parse_int=_int64, parse_float=_double,
+                                 parse_constant=_not_json)
+
+
+def load_json(text: str) -> Any:
+    """One JSON value from a person's text (a body, a file, an annotation that holds JSON); raises
+    DocumentError with the line and column of a syntax error, or the place of a refused value."""
+    try:
+        value = _JSON_DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(exc.msg, exc.lineno, exc.colno) from None
+    except RecursionError:  # deeper than the interpreter's limit, far beyond ours
+        raise DocumentError(f"nesting deeper than {MAX_DEPTH} levels") from None
+    try:
+        _check_json({"": value}, 0)
+    except _Found as found:
+        path = _render_path(found.path[-2::-1])  # without the wrapper's key
+        raise DocumentError(f"{found.message} (at {path})" if path else found.message) from None
+    return value
+
+
+def _check_json(value: dict[str, Any] | list[Any], depth: int) -> None:
+    """Raise _Found at the first refused value, lone surrogate or level beyond MAX_DEPTH."""
     if depth > MAX_DEPTH:
-        raise ConstructorError(None, None, f"nesting deeper than {MAX_DEPTH} levels", node.start_mark)
-    depth += 1
-    remembered = loader._plain_tags
-    if node_type is MappingNode and node.tag == _MAP_TAG:
-        mapping: dict[str, Any] = {}
-        built[id(node)] = mapping
-        for key_node, value_node in node.value:
-            key = None
-            if type(key_node) is ScalarNode:
-                tag = key_node.tag
-                if tag is _PLAIN:
-                    tag = key_node.tag = remembered.get(key_node.value) or loader.plain_tag(key_node.value)
-                if tag == _STR_TAG:
-                    key = key_node.value
-            if key is None:
-                key = _build(loader, key_node, built, depth)
-                if not isinstance(key, str):
-                    # JSON keys are strings, as sigs.k8s.io/yaml makes `1:`, `true:`, `null:`; converted
-                    # before insertion, since as Python keys 1 and True collide.
-                    key = _key_text(key, key_node)
-            if key in mapping:
-                raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
-            # A string value (most of them) is taken here: one call fewer per scalar.
-            if type(value_node) is ScalarNode:
-                tag = value_node.tag
-                if tag is _PLAIN:
-                    tag = value_node.tag = remembered.get(value_node.value) or loader.plain_tag(value_node.value)
-                if tag == _STR_TAG:
-                    mapping[key] = value_node.value
-                    continue
-            mapping[key] = _build(loader, value_node, built, depth)
-        return mapping
-    if node_type is SequenceNode and node.tag == _SEQ_TAG:
-        items: list[Any] = []
-        built[id(node)] = items
-        for child in node.value:
-            items.append(_build(loader, child, built, depth))
-        return items
-    return loader.construct_object(node)  # an explicit tag on a collection: refused there
+        raise DocumentError(f"nesting deeper than {MAX_DEPTH} levels")
+    for key, child in value.items() if type(value) is dict else enumerate(value):
+        kind = type(child)
+        try:
+            if kind is dict or kind is list:
+                _check_json(child, depth + 1)
+            elif kind is _Refused:
+                raise _Found(child.message)
+            elif kind is str and not child.isascii() and _SURROGATE_RE.search(child):
+                raise _Found(_SURROGATE_MESSAGE)
+            if type(key) is str and not key.isascii() and _SURROGATE_RE.search(key):
+                raise _Found(_SURROGATE_MESSAGE)
+        except _Found as found:
+            found.path.append(key)
+            raise
 
 
-def _key_text(key: Any, node: Node) -> str:
-    if key is None or isinstance(key, (bool, int, float)):
-        return json.dumps(key)
-    raise ConstructorError(None, None, f"mapping keys must be scalars, not {type(key).__name__}", node.start_mark)
+def _render_path(parts: Iterable[str | int]) -> str:
+    """("spec", "skills", 1) -> "spec.skills[1]"; keys that are not names are quoted."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN_KEY_RE.fullmatch(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{json.dumps(part)}]"
+    return text
+
+
+# -- YAML: PyYAML's safe loader, narrowed --------------------------------------------------------
+
+# libyaml's scanner and parser when PyYAML was built with it (ten times faster), else PyYAML's own.
+_SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_TAG = "tag:yaml.org,2002:"
+# Kubernetes reads YAML 1.1 scalars as sigs.k8s.io/yaml does: timestamps stay strings (every
+# creationTimestamp is one), and "=" and "<<" are plain strings rather than the value and merge keys.
+_STRING_SCALARS = {_TAG + "timestamp", _TAG + "value", _TAG + "merge"}
+_JSON_TAGS = ("null", "bool", "int", "float", "str", "seq", "map")
 
 
 class _GuardedComposer(Composer):
-    """Refuses anchors and aliases, and collections nested deeper than MAX_DEPTH."""
+    """PyYAML's composer, refusing anchors, aliases and nesting beyond MAX_DEPTH where it meets them.
+    (libyaml's composer would resolve every alias before anything could refuse it.)"""
 
     _depth = 0
 
@@ -327,68 +249,80 @@ class _GuardedComposer(Composer):
             self._depth -= 1
 
 
+class _StrictLoader(_GuardedComposer, _SafeLoader):
+    """The safe loader with the JSON tags only, unique string keys, and numbers the API server holds."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag not in _STRING_SCALARS]
+        for first, resolvers in Resolver.yaml_implicit_resolvers.items()
+    }
+    # Any other tag finds no constructor (the None entry), and is an error, never an object.
+    yaml_constructors = {tag: SafeConstructor.yaml_constructors[tag] for tag in [_TAG + t for t in _JSON_TAGS] + [None]}
+
+    def __init__(self, stream: str) -> None:
+        _SafeLoader.__init__(self, stream)
+        Composer.__init__(self)
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            value = super().construct_object(node, deep)
+        except (ValueError, KeyError):  # `!!int x`, `!!bool maybe`, Python's digit limit
+            raise ConstructorError(None, None, _unreadable(node), node.start_mark) from None
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            raise ConstructorError(None, None, out_of_range_message(node.value), node.start_mark)
+        if type(value) is float and not math.isfinite(value):
+            raise ConstructorError(None, None, f"{node.value[:40]} is not a number JSON can hold", node.start_mark)
+        if type(value) is str and not value.isascii() and _SURROGATE_RE.search(value):
+            raise ConstructorError(None, None, _SURROGATE_MESSAGE, node.start_mark)
+        return value
+
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[str, Any]:
+        if not isinstance(node, MappingNode):
+            raise ConstructorError(None, None, f"expected a mapping, but found {node.id}", node.start_mark)
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise ConstructorError(None, None, "mapping keys must be scalars", key_node.start_mark)
+            key = self.construct_object(key_node)
+            if not isinstance(key, str):
+                # JSON keys are strings, as sigs.k8s.io/yaml writes `1:`, `true:`, `null:`; converted
+                # before insertion, since as Python keys 1 and True collide.
+                key = json.dumps(key)
+            if key in mapping:
+                raise ConstructorError(None, None, duplicate_key_message(key), key_node.start_mark)
+            mapping[key] = self.construct_object(value_node, deep)
+        return mapping
+
+
+def _unreadable(node: Node) -> str:
+    kind = str(node.tag).rpartition(":")[2]
+    text = str(node.value)
+    if kind == "int" and text.replace("_", "").lstrip("+-").isdigit():
+        return out_of_range_message(text)  # thousands of digits: Python's limit, far beyond int64
+    return f"{text[:40]!r} is not a {kind}"
+
+
 def _event_error(message: str, event: Any) -> DocumentError:
     mark = event.start_mark
     return DocumentError(message, mark.line + 1, mark.column + 1)
 
 
-if CParser is not None:
-
-    class _UntrustedLoader(_GuardedComposer, CParser, _JsonCompatibleConstructor, _JsonCompatibleResolver):
-        """libyaml scans and parses (fast, no recursion); our Python composer builds the nodes, so
-        that it can refuse aliases and depth as it goes."""
-
-        def __init__(self, stream: str) -> None:
-            CParser.__init__(self, stream)
-            Composer.__init__(self)
-            _JsonCompatibleConstructor.__init__(self)
-            _JsonCompatibleResolver.__init__(self)
-
-    class _TrustedLoader(_JsonCompatibleConstructor, CParser, _DeferredResolver):
-        """libyaml end to end: its composer builds the nodes (anchors allowed), _build the values."""
-
-        def __init__(self, stream: str) -> None:
-            CParser.__init__(self, stream)
-            _JsonCompatibleConstructor.__init__(self)
-            _DeferredResolver.__init__(self)
-
-else:  # pragma: no cover - PyYAML built without libyaml
-
-    class _UntrustedLoader(  # type: ignore[no-redef]
-        Reader, Scanner, Parser, _GuardedComposer, _JsonCompatibleConstructor, _JsonCompatibleResolver
-    ):
-        def __init__(self, stream: str) -> None:
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
-            Composer.__init__(self)
-            _JsonCompatibleConstructor.__init__(self)
-            _JsonCompatibleResolver.__init__(self)
-
-    # Without libyaml there is no fast path to keep: the guarded loader reads admin files too (so
-    # they may not use anchors there either).
-    _TrustedLoader = _UntrustedLoader  # type: ignore[misc]
-
-
 def _load_yaml(text: str) -> list[Any]:
-    loader = _UntrustedLoader(text)
     try:
-        return _documents(loader)
+        loader = _StrictLoader(text)
+    except UnicodeEncodeError:  # a str holding a lone surrogate: libyaml reads UTF-8
+        raise DocumentError(_SURROGATE_MESSAGE) from None
+    try:
+        documents = []
+        while loader.check_data():
+            document = loader.get_data()
+            if document is not None:  # "---" with nothing after it, a trailing "---"
+                documents.append(document)
+        return documents
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, text) from None
-    except RecursionError:  # cannot happen below MAX_DEPTH; kept so that it can never escape
-        raise DocumentError(f"nesting deeper than {MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
-
-
-def _documents(loader: Any) -> list[Any]:
-    documents = []
-    while loader.check_data():
-        document = loader.get_data()
-        if document is not None:  # "---" with nothing after it, a trailing "---"
-            documents.append(document)
-    return documents
 
 
 def _yaml_error(exc: yaml.YAMLError, text: str) -> DocumentError:
@@ -401,11 +335,9 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> DocumentError:
             return DocumentError(message, mark.line + 1, mark.column + 1)
         return DocumentError(message)
     if isinstance(exc, yaml.reader.ReaderError):
-        return DocumentError(exc.reason, *line_column(text, exc.position))
+        offset = exc.position
+        return DocumentError(exc.reason, text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1)
     return DocumentError(str(exc))
-
-
-# -- positions and bytes ---------------------------------------------------------------------------
 
 
 def _decode(data: bytes | str) -> str:
@@ -420,7 +352,7 @@ def _decode(data: bytes | str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-# -- lists and writing -----------------------------------------------------------------------------
+# -- lists -------------------------------------------------------------------------------------------
 
 
 def is_list(document: Any) -> bool:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from app.core.parsing.documents import DocumentError, load_documents
+from app.core.parsing.documents import DocumentError, file_media_type, load_documents
 from app.core.model import DEFAULT_AGENTRUNTIME_API
 from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain
 from app.core.validation import ValidationOptions, validate_documents
@@ -28,7 +28,6 @@ from app.sources.files.source import document_files
 from app.service.settings import split_list
 
 STDIN = "-"
-_CONTENT_TYPES = {".json": "application/json", ".yaml": "application/yaml", ".yml": "application/yaml"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -108,9 +107,8 @@ def _read(label: str, path: Path | None) -> list[Any] | None:
     except OSError as exc:
         print(f"{label}: cannot read: {exc.strerror or exc}")
         return None
-    content_type = _CONTENT_TYPES.get(path.suffix.lower()) if path is not None else None
     try:
-        return load_documents(data, content_type)
+        return load_documents(data, file_media_type(path.name) if path is not None else None)
     except DocumentError as exc:
         where = f"{label}:{exc.line}:{exc.column}" if exc.line is not None else label
         print(f"{where}: {exc.message}")

@@ -26,7 +26,7 @@ from app.core.admission import (
     admission_response,
     parse_admission_review,
 )
-from app.core.parsing.documents import DocumentError, dump_json, load_documents
+from app.core.parsing.documents import DocumentError, load_documents
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions, review_pod
 from app.core.validation import ValidationOptions, review_agentruntime, validate_documents
@@ -71,16 +71,19 @@ def create_app(state: ServiceState) -> FastAPI:
         body = await _read_body(request, state, "validate")
         if isinstance(body, Response):
             return body
-        try:
-            documents = load_documents(body, request.headers.get("content-type"))
-        except DocumentError as err:
-            return _bad_request(state, "validate", f"body is not valid JSON or YAML: {err}", err.as_dict())
-        if len(documents) == 1 and isinstance(documents[0], dict) and documents[0].get("kind") == "AdmissionReview":
-            return _answer_review(
-                documents[0], state, "validate", lambda r: review_agentruntime(r, state.index, state.validation),
-                started,
-            )
-        return _dry_run_report(documents, state)
+        review = _api_server_review(body)
+        if review is None:
+            # A person's dry run (a bare AgentRuntime, JSON or YAML), read by the strict loader.
+            try:
+                documents = load_documents(body, request.headers.get("content-type"))
+            except DocumentError as err:
+                return _bad_request(state, "validate", f"body is not valid JSON or YAML: {err}", err.as_dict())
+            if len(documents) != 1 or not _is_review(documents[0]):
+                return _dry_run_report(documents, state)
+            review = documents[0]  # an AdmissionReview written by hand, in YAML
+        return _answer_review(
+            review, state, "validate", lambda r: review_agentruntime(r, state.index, state.validation), started
+        )
 
     # Plain Starlette routes on the FastAPI app: the handlers take the request and build their own
     # response, so FastAPI's per-request dependency solving and response validation would be pure cost
@@ -128,6 +131,19 @@ async def _admission(request: Request, state: ServiceState, endpoint: str, decid
     return _answer_review(review, state, endpoint, decide, started)
 
 
+def _api_server_review(body: bytes) -> dict[str, Any] | None:
+    """The body as orjson reads what the API server sends, when it is an AdmissionReview."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if _is_review(value) else None
+
+
+def _is_review(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("kind") == "AdmissionReview"
+
+
 def _answer_review(review: Any, state: ServiceState, endpoint: str, decide: Decide, started: float) -> Response:
     try:
         request = parse_admission_review(review)
@@ -145,7 +161,7 @@ def _answer_review(review: Any, state: ServiceState, endpoint: str, decide: Deci
             state.metrics.image_volumes_unsupported.inc()
         if decision.unpinned:
             state.metrics.unpinned_pods.inc()
-    payload = dump_json(admission_response(request.uid, decision))
+    payload = orjson.dumps(admission_response(request.uid, decision))
     elapsed = time.perf_counter() - started
     state.metrics.observe_admission(endpoint, decision.outcome, elapsed)
     _log_admission(endpoint, request, decision, elapsed)
@@ -171,7 +187,7 @@ def _dry_run_report(documents: list[Any], state: ServiceState) -> Response:
         warnings += [prefix + w for w in result.report.warnings]
     decision = "allowed" if batch.allowed else "denied"
     state.metrics.admissions.labels("validate-dry-run", decision).inc()
-    return Response(dump_json({"allowed": batch.allowed, "errors": errors, "warnings": warnings}), media_type=JSON_TYPE)
+    return Response(orjson.dumps({"allowed": batch.allowed, "errors": errors, "warnings": warnings}), media_type=JSON_TYPE)
 
 
 async def _read_body(request: Request, state: ServiceState, endpoint: str) -> bytes | Response:

@@ -16,12 +16,12 @@ import threading
 from pathlib import Path
 
 from app.core.decode import cached_runtime
-from app.core.parsing.documents import DocumentError, load_trusted_documents, open_lists
+from app.core.parsing.documents import DocumentError, file_media_type, load_documents, open_lists
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime, is_agentruntime
 from app.core.validation import ValidationOptions
 
-from app.sources.base import AgentRuntimeSource, bulk_load
+from app.sources.base import AgentRuntimeSource
 from app.sources.files.changes import FileStamp
 
 log = logging.getLogger("skill_webhook.sources.file")
@@ -72,10 +72,9 @@ def read_runtimes_file(file: Path, options: ValidationOptions = ValidationOption
     with its problems, so its pods are denied rather than admitted without skills); raises
     RuntimesFileError when the file cannot be read or parsed."""
     try:
-        documents = load_trusted_documents(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, DocumentError) as err:
-        if isinstance(err, UnicodeDecodeError):
-            err = DocumentError("not valid UTF-8")
+        # Read as `skill-webhook validate` reads it: what serve accepts, validate accepts.
+        documents = load_documents(file.read_bytes(), file_media_type(file.name))
+    except (OSError, DocumentError) as err:
         raise RuntimesFileError(file, err) from None
     runtimes = []
     labelled = list(open_lists((str(i), d) for i, d in enumerate(documents)))
@@ -142,20 +141,19 @@ class FileSource(AgentRuntimeSource):
             return False
         for gone in set(self._good) - set(stamps):
             del self._good[gone]
-        with bulk_load():
-            for file, stamp in stamps.items():
-                if self._stamps.get(file) != stamp:
-                    runtimes = self._load_file(file, strict)
-                    if runtimes is not None:
-                        self._good[file] = runtimes
-            self._stamps = stamps
-            merged: dict[tuple[str, str], AgentRuntime] = {}
-            for file in sorted(self._good):
-                for runtime in self._good[file]:
-                    if runtime.key in merged:
-                        log.warning("duplicate AgentRuntime %s/%s; %s wins", *runtime.key, file)
-                    merged[runtime.key] = runtime
-            self.index.replace_all(merged.values())
+        for file, stamp in stamps.items():
+            if self._stamps.get(file) != stamp:
+                runtimes = self._load_file(file, strict)
+                if runtimes is not None:
+                    self._good[file] = runtimes
+        self._stamps = stamps
+        merged: dict[tuple[str, str], AgentRuntime] = {}
+        for file in sorted(self._good):
+            for runtime in self._good[file]:
+                if runtime.key in merged:
+                    log.warning("duplicate AgentRuntime %s/%s; %s wins", *runtime.key, file)
+                merged[runtime.key] = runtime
+        self.index.replace_all(merged.values())
         log.info("loaded AgentRuntimes", extra={"fields": {"path": str(self.path), "count": len(merged)}})
         return True
 

@@ -34,7 +34,6 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from app.sources.base import bulk_load
 from app.sources.backoff import Backoff
 from app.sources.clock import Clock
 
@@ -304,8 +303,7 @@ class Reflector(Generic[T]):
         if not resource_version:
             raise _StreamError("LIST answer has no metadata.resourceVersion to watch from")
         before = {self._key(o): o for o in self.store.all()} if self._listeners else {}
-        with bulk_load():
-            self.store.replace_all(items)
+        self.store.replace_all(items)
         if self._listeners:
             self._announce_diff(before, items)
         first = not self.synced.is_set()
