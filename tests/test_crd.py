@@ -80,7 +80,7 @@ def test_unknown_fields_are_preserved_except_inside_a_skill() -> None:
 
 def test_every_cel_rule_compiles() -> None:
     rules = [rule for _, rules in _rule_sites(SCHEMA) for rule in rules]
-    assert len(rules) == 8
+    assert len(rules) == 11
     for rule in rules:
         _program(rule["rule"])
 

@@ -313,10 +313,11 @@ def test_generated_kustomization_binds_the_reconciler_only_when_enabled(tmp_path
     assert run_cli(["manifests", "--reconcile", reconcile, "-o", str(tmp_path)], capsys)[0] == 0
     assert _load(tmp_path / "kustomization.yaml")[0]["resources"] == [*BASE_FILES, *listed]
     roles = {name for kind, name in _kinds_and_names(_kustomize(tmp_path)) if kind in ("ClusterRole", "Role")}
-    expected = {"off": {"skill-webhook"},
-                "report": {"skill-webhook", "skill-webhook-reconciler", "skill-webhook-leader-election"},
-                "evict": {"skill-webhook", "skill-webhook-reconciler", "skill-webhook-leader-election",
-                          "skill-webhook-evictor"}}[reconcile]
+    expected = {"off": {"skill-webhook", "skill-webhook-nodes"},
+                "report": {"skill-webhook", "skill-webhook-nodes", "skill-webhook-reconciler",
+                           "skill-webhook-leader-election"},
+                "evict": {"skill-webhook", "skill-webhook-nodes", "skill-webhook-reconciler",
+                          "skill-webhook-leader-election", "skill-webhook-evictor"}}[reconcile]
     assert roles == expected
 
 
@@ -424,6 +425,8 @@ def test_deployment_passes_real_settings_that_serve_accepts(variant, monkeypatch
     assert serve.leader_election_identity == "skill-webhook-5d8f-abcde"
     assert (serve.tls_cert_file, serve.tls_key_file) == (Path(f"{TLS_MOUNT}/tls.crt"), Path(f"{TLS_MOUNT}/tls.key"))
     assert (serve.port, serve.metrics_port, serve.log_format) == (8443, 8080, "json")
+    # The puller init container is `skill-webhook pull` of this very image.
+    assert serve.puller_image == container["image"]
 
 
 def test_rossoctl_deployment_passes_domain_and_api():
@@ -454,10 +457,16 @@ def _subjects_are_the_service_account(binding: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=repr)
-def test_base_rbac_reads_agentruntimes_of_the_group_and_nothing_else(variant):
+def test_base_rbac_reads_agentruntimes_of_the_group_and_nodes_and_nothing_else(variant):
     docs = variant.load("rbac.yaml")
-    assert [d["kind"] for d in docs] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
-    account, role, binding = docs
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterRole",
+                                         "ClusterRoleBinding"]
+    account, role, binding, nodes, nodes_binding = docs
+    # Its own role, so that an admin can leave it out: --delivery auto then decides from the server version.
+    assert nodes["metadata"]["name"] == "skill-webhook-nodes"
+    assert nodes["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}]
+    assert nodes_binding["roleRef"] == {"apiGroup": RBAC, "kind": "ClusterRole", "name": "skill-webhook-nodes"}
+    _subjects_are_the_service_account(nodes_binding)
     assert account["metadata"] == {**account["metadata"], "name": SERVICE, "namespace": NAMESPACE}
     assert _pod_spec(variant.one("deployment.yaml", "Deployment"))["serviceAccountName"] == SERVICE
     assert "aggregationRule" not in role

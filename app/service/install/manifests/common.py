@@ -28,6 +28,7 @@ LEASE_NAME = str(Settings.model_fields["leader_election_lease_name"].default)
 RECONCILER_ROLE = "skill-webhook-reconciler"
 EVICTOR_ROLE = "skill-webhook-evictor"
 LEADER_ELECTION_ROLE = "skill-webhook-leader-election"
+NODES_ROLE = "skill-webhook-nodes"
 
 # File layout of `-o DIR`.
 KUSTOMIZATION = "kustomization.yaml"

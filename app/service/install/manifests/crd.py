@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from app.core.model import AGENTRUNTIME_KIND, PULL_POLICIES, TARGET_KINDS
+from app.core.validation.paths import MAX_SKILL_PATH_LENGTH
 
 from app.service.install.manifests.common import CRD_FILE, Document, InstallOptions, meta
 
@@ -59,6 +60,22 @@ def crd(o: InstallOptions) -> list[Document]:
                         "rule": "!(self == '..' || self.startsWith('../') || self.endsWith('/..') || self.contains('/../'))",
                         "message": "must not contain '..'",
                     },
+                ],
+            },
+            "path": {
+                "description": "Optional directory inside the image to mount instead of its root (the mount's "
+                "subPath): relative, without '..', at most 255 characters.",
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_SKILL_PATH_LENGTH,
+                "x-kubernetes-validations": [
+                    {"rule": "!self.startsWith('/')", "message": "must be a relative path inside the image (no leading '/')"},
+                    {
+                        "rule": "!(self == '..' || self.startsWith('../') || self.endsWith('/..') || self.contains('/../'))",
+                        "message": "must not contain '..'",
+                    },
+                    # C0 control characters and DEL, as the webhook refuses them.
+                    {"rule": r"!self.matches('[\\x00-\\x1f\\x7f]')", "message": "must not contain control characters"},
                 ],
             },
             "pullPolicy": {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.service.install.manifests.common import (
-    HTTPS_PORT, LABELS, METRICS_PORT, NAME, RUN_AS, TLS_MOUNT, TLS_SECRET, WEBHOOKS_FILE,
+    HTTPS_PORT, LABELS, METRICS_PORT, NAME, NODES_ROLE, RUN_AS, TLS_MOUNT, TLS_SECRET, WEBHOOKS_FILE,
     Document, InstallOptions, Octal, binding, meta,
 )
 
@@ -36,8 +36,8 @@ def rbac(o: InstallOptions) -> list[Document]:
     return [
         Document(
             "rbac.yaml",
-            "The identity of the webhook's pods. The token is mounted because the informer lists and\n"
-            "watches AgentRuntimes; nothing else in the pod talks to the API server.",
+            "The identity of the webhook's pods. The token is mounted because the informers list and\n"
+            "watch AgentRuntimes (and nodes, for --delivery auto); nothing else talks to the API server.",
             {
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
@@ -48,7 +48,7 @@ def rbac(o: InstallOptions) -> list[Document]:
         Document(
             "rbac.yaml",
             f"Least privilege: the informer reads AgentRuntimes of {o.group} (LIST + WATCH, and GET for\n"
-            "`kubectl auth can-i` and debugging) in every namespace, and nothing else. Pods arrive in the\n"
+            "`kubectl auth can-i` and debugging) in every namespace, and nodes (below). Pods arrive in the\n"
             "AdmissionReview itself, so no access to pods, deployments or replicasets is needed. The\n"
             "reconciler's rights (pods, events, one Lease) are a separate set: reconciler/.",
             {
@@ -59,6 +59,21 @@ def rbac(o: InstallOptions) -> list[Document]:
             },
         ),
         Document("rbac.yaml", "", binding("ClusterRoleBinding", NAME, "ClusterRole", o)),
+        Document(
+            "rbac.yaml",
+            "Optional: --delivery auto reads each node's container runtime (LIST + WATCH nodes), because a node\n"
+            "with containerd < 2.1 or CRI-O < 1.31 cannot mount image volumes and its pods would start without\n"
+            "their skills; with such a node, skills are delivered by extraction. Delete this role and its\n"
+            "binding to keep the webhook away from nodes: auto then decides from the API server's version\n"
+            "alone (and says so at start).",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": meta(NODES_ROLE),
+                "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}],
+            },
+        ),
+        Document("rbac.yaml", "", binding("ClusterRoleBinding", NODES_ROLE, "ClusterRole", o)),
     ]
 
 
@@ -76,6 +91,8 @@ def deployment_args(o: InstallOptions) -> list[str]:
         f"--port={HTTPS_PORT}",
         f"--metrics-port={METRICS_PORT}",
         "--log-format=json",
+        # Skills delivered by extraction are pulled by `skill-webhook pull`, in this very image.
+        f"--puller-image={o.image}",
     ]
 
 
