@@ -19,6 +19,7 @@ import yaml
 from app.core.parsing.documents import DocumentError, load_documents
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
+from app.core.mutation.puller import DEFAULT_PULLER_IMAGE, PullerConfig
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain
 from app.core.validation import ValidationOptions
@@ -40,6 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--namespace", default="", help="namespace of the pod (default: its metadata.namespace)")
     parser.add_argument("--sidecar-names", default=",".join(DEFAULT_SIDECAR_NAMES), help="never the agent container")
     parser.add_argument("--image-volumes", choices=("on", "off"), default="on", help="as the cluster would decide")
+    parser.add_argument(
+        "--delivery", choices=("auto", "image", "extract"), default="auto",
+        help="how skills reach the pod: image volumes, extraction by an init container, or auto (as serve decides; "
+        "offline, no image is known to be an artifact) (default: auto)",
+    )
+    parser.add_argument("--puller-image", default=DEFAULT_PULLER_IMAGE,
+                        help="image of the puller init container (default: %(default)s)")
     parser.add_argument("--agentruntime-api", default=DEFAULT_AGENTRUNTIME_API, help="AgentRuntime group/version")
     parser.add_argument("--domain", default=DEFAULT_DOMAIN_PREFIX, help="prefix of the labels and annotations")
     parser.add_argument("--registry-allow", default="", help="comma-separated registry/prefix allow-list")
@@ -91,6 +99,8 @@ def _run(args: argparse.Namespace) -> int:
         image_volumes=args.image_volumes == "on",
         image_volumes_reason="--image-volumes off",
         domain=domain,
+        delivery=args.delivery,
+        puller=PullerConfig(image=args.puller_image),
     )
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     decision = mutate_pod(pod, args.namespace or str(metadata.get("namespace") or "default"), index, options)
