@@ -1,14 +1,16 @@
 """A stand-in cluster for the reconciler and `skill-webhook stale` tests: the stand-in API server, the
-real AgentRuntime informer on it, and an `on_pod_create` hook that runs the real mutation against the
-informer's cache, so every pod (and every replacement made after an eviction) carries the record the
-webhook would have written at that moment. Everything goes through the real kubernetes client."""
+real AgentRuntime and Pod informers on it, and an `on_pod_create` hook that runs the real mutation
+against the informer's cache, so every pod (and every replacement made after an eviction) carries the
+record the webhook would have written at that moment. Everything goes through the real kubernetes client.
+
+`run(reconciler)` is what the worker would do once the caches caught up: every workload synced once (a
+resync) and every key that is due; time is a FakeClock the test steps."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import json
-import time
 from typing import Any, Iterator
 
 import kubernetes.client
@@ -17,10 +19,13 @@ from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN
 from app.service.metrics import WebhookMetrics
+from app.core.staleness.pods import Staleness
 from app.service.controllers.reconciler import Reconciler, ReconcilerConfig
 from app.sources.kube.agentruntimes import KubeInformerSource
+from app.sources.kube.pods import PodInformer
 from tests.apiserver_standin import StandInApiServer, agentruntime, pod
 from tests.builders import apply_patch
+from tests.fake_clock import FakeClock
 from tests.informer_harness import api_client_for, wait_until
 
 NS = "team-a"
@@ -31,14 +36,6 @@ V2 = {**V1, "image": "ghcr.io/a/blog-writer:v2"}
 EVICT = {DEFAULT_DOMAIN.skills_rollout: "evict"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Harness:
     def __init__(self, server: StandInApiServer) -> None:
         self.server = server
@@ -46,6 +43,7 @@ class Harness:
         self.informer = KubeInformerSource(self.index, api_client=api_client_for(server), backoff_initial=0.05,
                                            backoff_max=0.5)
         self.api = api_client_for(server)
+        self.pods = PodInformer(self.api, DEFAULT_DOMAIN, backoff_initial=0.05, backoff_max=0.5)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.metrics = WebhookMetrics()
         server.on_pod_create = self._mutate
@@ -60,13 +58,46 @@ class Harness:
         response = self.core.list_pod_for_all_namespaces(label_selector=SELECTOR, _preload_content=False)
         return json.loads(response.data)["items"]
 
-    def reconciler(self, mode: str = "report", clock: Any = time.monotonic, **config: Any) -> Reconciler:
+    def reconciler(self, mode: str = "report", *, clock: Any = None, is_leader: Any = lambda: True,
+                   **config: Any) -> Reconciler:
+        """A reconciler on this cluster's caches, its handlers on both informers, as serve wires it."""
+        self.watch_pods()
         config.setdefault("retry_initial", 0.5)
         config.setdefault("retry_max", 2.0)
-        return Reconciler(
-            ReconcilerConfig(mode=mode, identity="test-replica", **config), self.index, self.listed_pods,
-            pods_synced=lambda: True, core_api=self.core, metrics=self.metrics, clock=clock,
+        reconciler = Reconciler(
+            ReconcilerConfig(mode=mode, identity="test-replica", **config), self.index, self.pods.store,
+            core_api=self.core, metrics=self.metrics, is_leader=is_leader,
+            clock=clock if clock is not None else FakeClock(),
         )
+        self.pods.add_listener(reconciler.pod_changed)
+        self.index.add_listener(reconciler.runtime_changed)
+        return reconciler
+
+    def watch_pods(self) -> None:
+        """Start the Pod informer (only tests of the reconciler: `--reconcile off` must list no pods)."""
+        if self.pods.reflector.thread is None:
+            self.pods.start()
+            assert self.pods.synced.wait(5)
+
+    def settle(self) -> None:
+        """Wait until the Pod informer's cache holds what the server holds."""
+        self.watch_pods()
+        def cached() -> dict[tuple[str, str], str]:
+            return {p.key: p.resource_version for p in self.pods.store.all()}
+
+        def listed() -> dict[tuple[str, str], str]:
+            return {(p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["resourceVersion"]
+                    for p in self.listed_pods()}
+
+        assert wait_until(lambda: cached() == listed()), "the Pod informer did not catch up"
+
+    def run(self, reconciler: Reconciler) -> list[Staleness]:
+        """Once the caches caught up: every workload, and every key due, synced; the stale verdicts."""
+        self.settle()
+        reconciler.resync()
+        while len(reconciler.queue):
+            reconciler.process_next()
+        return list(reconciler.verdicts.stale())
 
     # -- the cluster ---------------------------------------------------------------------------------
 
@@ -116,5 +147,6 @@ def standin_cluster(**server_options: Any) -> Iterator[Harness]:
         assert harness.index.synced.wait(5)
         yield harness
     finally:
+        harness.pods.stop()
         harness.informer.stop()
         server.close()

@@ -58,7 +58,7 @@ def test_lists_stale_pods_before_a_rollout_and_none_after(cluster: Harness, caps
 
     reconciler = cluster.reconciler("evict")
     deadline = time.monotonic() + 20
-    while reconciler.run_once() or len(cluster.server.evictions) < 2:
+    while cluster.run(reconciler) or len(cluster.server.evictions) < 2:
         assert time.monotonic() < deadline, f"rollout did not finish: {cluster.server.evictions}"
         time.sleep(0.05)
     code, out, _ = stale(capsys, cluster.kubeconfig)

@@ -4,6 +4,7 @@ selector applied by the server, compact summaries, the same faults as the AgentR
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import random
@@ -18,7 +19,8 @@ from hypothesis import strategies as st
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.matching.workload import resolve_workload
 from app.core.model import WorkloadRef
-from app.sources.kube.pods import OwnerRef, PodInformer, PodStore, PodSummary, pod_selector, summarize
+from app.core.staleness.rollout import OwnerRef
+from app.sources.kube.pods import PodInformer, PodStore, PodSummary, pod_selector, summarize
 from tests.apiserver_standin import StandInApiServer, owner_reference, pod
 from tests.informer_harness import (  # noqa: F401 - server and metrics are the shared fixtures
     CONVERGENCE_SECONDS,
@@ -150,6 +152,8 @@ def test_a_summary_keeps_only_what_staleness_needs(server, make_informer):
     assert summary.skills_injected == record
     assert (summary.ready, summary.deleting, summary.phase) == (False, False, "Running")
     assert summary.uid == server.pod("team-a", "p")["metadata"]["uid"]
+    assert summary.workloads == (WorkloadRef("apps", "Deployment", "web"), WorkloadRef("apps", "ReplicaSet", "web-abc"))
+    assert summary.workload == ("team-a", WorkloadRef("apps", "Deployment", "web"))
 
     server.set_ready("team-a", "p", True)
     assert wait_until(lambda: informer.store.get("team-a", "p").ready)
@@ -189,7 +193,10 @@ def test_summaries_round_trip_through_as_pod(labels, ready, deleting):
     assert (summary.ready, summary.deleting) == (ready, deleting)
     again = summarize(summary.as_pod(), DOMAIN)
     assert (again.labels, again.owner, again.skills_injected) == (summary.labels, summary.owner, summary.skills_injected)
-    assert resolve_workload(summary.as_pod()) == resolve_workload(raw)
+    assert resolve_workload(summary.as_pod()) == resolve_workload(raw) == summary.workloads
+    # Equal in everything judged: only a new resourceVersion (a heartbeat) is no change.
+    assert dataclasses.replace(summary, resource_version="99") == summary
+    assert dataclasses.replace(summary, ready=not ready) != summary
 
 
 # -- faults: the same as the AgentRuntime informer's ----------------------------------------------
@@ -263,19 +270,25 @@ def test_stop_returns_promptly(server, make_informer):
 # -- the store --------------------------------------------------------------------------------------
 
 
-def test_store_by_namespace_and_len():
+def test_store_by_workload_and_len():
     store = PodStore()
-    summaries = [summarize(pod(f"p-{i}", f"ns-{i % 2}"), DOMAIN) for i in range(5)]
+    hashed = {"pod-template-hash": "abc"}
+    summaries = [summarize(pod(f"web-abc-{i}", "ns-0", owner=("ReplicaSet", "web-abc"), labels=hashed), DOMAIN)
+                 for i in range(3)]
+    summaries += [summarize(pod("web-abc-0", "ns-1", owner=("ReplicaSet", "web-abc"), labels=hashed), DOMAIN),
+                  summarize(pod("bare", "ns-0"), DOMAIN)]
     store.replace_all(summaries)
-    assert len(store) == 5 and sorted(store.namespaces()) == ["ns-0", "ns-1"]
-    assert sorted(p.name for p in store.by_namespace("ns-0")) == ["p-0", "p-2", "p-4"]
-    assert len(list(store.by_namespace())) == 5 and list(store.by_namespace("none")) == []
-    replaced = summarize(pod("p-0", "ns-0", ready=False), DOMAIN)
+    deployment, replica_set = WorkloadRef("apps", "Deployment", "web"), WorkloadRef("apps", "ReplicaSet", "web-abc")
+    assert len(store) == 5
+    assert sorted(p.name for p in store.of_workload("ns-0", deployment)) == ["web-abc-0", "web-abc-1", "web-abc-2"]
+    assert store.of_workload("ns-0", replica_set) == store.of_workload("ns-0", deployment)
+    assert [p.name for p in store.of_workload("ns-0", WorkloadRef("", "Pod", "bare"))] == ["bare"]
+    assert [p.namespace for p in store.of_workload("ns-1", deployment)] == ["ns-1"]
+    replaced = summarize(pod("web-abc-0", "ns-0", ready=False, owner=("ReplicaSet", "web-abc"), labels=hashed), DOMAIN)
     assert store.upsert(replaced) == summaries[0]
-    assert store.get("ns-0", "p-0") is replaced
-    assert store.delete("ns-1", "p-1") == summaries[1] and store.delete("ns-1", "p-1") is None
-    store.delete("ns-1", "p-3")
-    assert store.namespaces() == ["ns-0"] and len(store) == 3
+    assert store.get("ns-0", "web-abc-0") is replaced and replaced in store.of_workload("ns-0", deployment)
+    assert store.delete("ns-1", "web-abc-0") == summaries[3] and store.delete("ns-1", "web-abc-0") is None
+    assert store.of_workload("ns-1", deployment) == [] and len(store) == 4
 
 
 def test_readers_see_whole_states_while_a_writer_churns():
@@ -290,16 +303,16 @@ def test_readers_see_whole_states_while_a_writer_churns():
     def read() -> None:
         while not stop.is_set():
             try:
-                for summary in store.by_namespace():
+                for summary in store.all():
                     if not isinstance(summary, PodSummary):
                         problems.append(repr(summary))
-                for summary in store.by_namespace("ns-3"):
-                    if summary.namespace != "ns-3":
+                for summary in store.of_workload("ns-3", WorkloadRef("", "Pod", "p-3")):
+                    if summary.key != ("ns-3", "p-3"):
                         problems.append(repr(summary))
-                snapshot = store.snapshot()
-                if len({p.key for p in snapshot}) != len(snapshot):
-                    problems.append("a snapshot holds a pod twice")
-                store.all(), store.keys(), store.namespaces(), len(store), store.get("ns-1", "p-1")
+                everything = store.all()
+                if len({p.key for p in everything}) != len(everything):
+                    problems.append("a listing holds a pod twice")
+                len(store), store.get("ns-1", "p-1")
                 reads[0] += 1
             except Exception as err:  # noqa: BLE001 - what this test looks for
                 problems.append(f"{type(err).__name__}: {err}")
@@ -317,8 +330,8 @@ def test_readers_see_whole_states_while_a_writer_churns():
     for reader in readers:
         reader.join()
     assert problems == [] and reads[0] > 0
-    assert len(store) == len(list(store.by_namespace())) == len(store.all()) == len(store.keys())
-    assert {p.key for p in store.all()} == set(store.keys())
+    assert len(store) == len(store.all())
+    assert all(store.of_workload(p.namespace, p.workloads[0]) == [p] for p in store.all())
 
 
 def test_ten_thousand_summaries_stay_small():

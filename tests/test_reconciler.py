@@ -1,6 +1,7 @@
 """The reconciler against the stand-in API server through the real kubernetes client: the gauge, Events
 (rate-limited), rolling evictions one pod at a time per workload, disruption budgets, what is never
-evicted, and that no workload object is ever written (see tests/reconciler_harness.py)."""
+evicted, and that no workload object is ever written (see tests/reconciler_harness.py). Time is a fake
+clock the tests step; only the stand-in's replacements turn Ready in real time."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Iterator
 import pytest
 
 from app.core.names import DEFAULT_DOMAIN
-from app.service.controllers.reconciler import Reconciler, ReconcilerConfig
+from app.service.controllers.reconciler import Reconciler
+from app.sources.clock import Clock
 from tests.apiserver_standin import is_ready, owner_reference, pod
+from tests.fake_clock import FakeClock
 from tests.informer_harness import wait_until
-from tests.reconciler_harness import EVICT, NS, V1, V2, Clock, Harness, standin_cluster
+from tests.reconciler_harness import EVICT, NS, V1, V2, Harness, standin_cluster
 
 
 @pytest.fixture
@@ -31,17 +34,17 @@ def stale_names(verdicts) -> set[str]:
 
 
 def test_report_publishes_the_gauge_and_one_event_per_interval(cluster: Harness) -> None:
-    clock = Clock()
+    clock = FakeClock()
     cluster.runtime("writer", "web", [V1])
     cluster.runtime("steady", "api", [{**V1, "name": "api-skill", "mountPath": "/skills/api"}])
     cluster.pods_of("web-7d9f", 3, "7d9f")
     cluster.pods_of("api-5c4b", 2, "5c4b")
     reconciler = cluster.reconciler("report", clock=clock, event_interval=600)
-    assert reconciler.run_once() == []
+    assert cluster.run(reconciler) == []
     assert cluster.gauge("writer") is None and cluster.events("SkillsChanged") == []
 
     cluster.runtime("writer", "web", [V2])
-    stale = reconciler.run_once()
+    stale = cluster.run(reconciler)
     assert stale_names(stale) == {"web-7d9f-p0", "web-7d9f-p1", "web-7d9f-p2"}
     assert stale[0].differences == ("blog-writer: ghcr.io/a/blog-writer:v1 -> ghcr.io/a/blog-writer:v2",)
     assert cluster.gauge("writer") == 3 and cluster.gauge("steady") is None
@@ -57,25 +60,25 @@ def test_report_publishes_the_gauge_and_one_event_per_interval(cluster: Harness)
 
     # More passes, and another change within the interval: still one Event.
     for _ in range(3):
-        clock.now += 1
-        reconciler.run_once()
+        clock.advance(1)
+        cluster.run(reconciler)
     cluster.runtime("writer", "web", [{**V2, "image": "ghcr.io/a/blog-writer:v3"}])
-    clock.now += 1
-    reconciler.run_once()
+    clock.advance(1)
+    cluster.run(reconciler)
     # A new stale pod (created while the webhook was away: no record) within the interval: no Event yet.
     cluster.server.on_pod_create = None
     cluster.server.create_pod(pod("web-7d9f-late", NS, owner=("ReplicaSet", "web-7d9f"),
                                   labels={"pod-template-hash": "7d9f", DEFAULT_DOMAIN.type_label: "agent"}))
-    clock.now += 1
-    assert len(reconciler.run_once()) == 4
+    clock.advance(1)
+    assert len(cluster.run(reconciler)) == 4
     assert cluster.gauge("writer") == 4
     assert len(cluster.events("SkillsChanged")) == 1
     # After the interval the new pod gets its Event.
-    clock.now += 600
-    reconciler.run_once()
+    clock.advance(600)
+    cluster.run(reconciler)
     assert len(cluster.events("SkillsChanged")) == 2
     assert "4 pod(s)" in cluster.events("SkillsChanged")[1]["message"]
-    reconciler.run_once()
+    cluster.run(reconciler)
     assert len(cluster.events("SkillsChanged")) == 2
     cluster.assert_no_workload_writes()
     assert cluster.server.evictions == []
@@ -87,15 +90,15 @@ def test_gauge_series_follow_deletions_and_go_away_at_zero(cluster: Harness) -> 
     reconciler = cluster.reconciler("report")
     cluster.server.delete(NS, "writer")
     assert wait_until(lambda: cluster.index.get(NS, "writer") is None)
-    stale = reconciler.run_once()
+    stale = cluster.run(reconciler)
     assert {v.reason for v in stale} == {"runtime-gone"} and cluster.gauge("writer") == 2
     # No AgentRuntime to put an Event on.
     assert cluster.events("SkillsChanged") == []
     cluster.server.delete_pod(NS, "web-7d9f-p0")
-    reconciler.run_once()
+    cluster.run(reconciler)
     assert cluster.gauge("writer") == 1
     cluster.server.delete_pod(NS, "web-7d9f-p1")
-    reconciler.run_once()
+    cluster.run(reconciler)
     assert cluster.gauge("writer") is None
     assert 'skill_webhook_stale_pods{' not in _exposition(cluster)
 
@@ -109,9 +112,9 @@ def _exposition(cluster: Harness) -> str:
 def test_an_agentruntime_created_later_makes_existing_pods_stale(cluster: Harness) -> None:
     cluster.pods_of("web-7d9f", 2, "7d9f")
     reconciler = cluster.reconciler("report")
-    assert reconciler.run_once() == []
+    assert cluster.run(reconciler) == []
     cluster.runtime("writer", "web", [V1])
-    stale = reconciler.run_once()
+    stale = cluster.run(reconciler)
     assert {v.reason for v in stale} == {"no-record"} and cluster.gauge("writer") == 2
 
 
@@ -120,13 +123,12 @@ def test_only_the_leader_writes_events(cluster: Harness) -> None:
     cluster.pods_of("web-7d9f", 2, "7d9f")
     cluster.runtime("writer", "web", [V2])
     leading = [False]
-    reconciler = Reconciler(ReconcilerConfig(mode="evict"), cluster.index, cluster.listed_pods, pods_synced=lambda: True,
-                            core_api=cluster.core, metrics=cluster.metrics, is_leader=lambda: leading[0])
-    assert len(reconciler.run_once()) == 2
+    reconciler = cluster.reconciler("evict", is_leader=lambda: leading[0])
+    assert len(cluster.run(reconciler)) == 2
     assert cluster.gauge("writer") == 2  # every replica keeps its gauge
     assert cluster.server.writes == []
     leading[0] = True
-    reconciler.run_once()
+    cluster.run(reconciler)
     assert len(cluster.events("SkillsChanged")) == 1
 
 
@@ -136,7 +138,7 @@ def test_only_the_leader_writes_events(cluster: Harness) -> None:
 def roll(cluster: Harness, reconciler: Reconciler, done, timeout: float = 20.0, check=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        reconciler.run_once()
+        cluster.run(reconciler)
         if check is not None:
             check()
         if done():
@@ -161,7 +163,7 @@ def test_evict_rolls_opted_in_workloads_one_pod_at_a_time(cluster: Harness) -> N
     cluster.server.create_pod(pod("batch-x1", NS, owner=owner_reference("Job", "batch", api_version="batch/v1"),
                                   labels={DEFAULT_DOMAIN.type_label: "agent"}))
     reconciler = cluster.reconciler("evict")
-    assert reconciler.run_once() == []
+    assert cluster.run(reconciler) == []
 
     cluster.runtime("writer", "web", [V2], annotations=EVICT)
     cluster.runtime("plain", "api", [{**V2, "name": "other", "mountPath": "/skills/other"}])
@@ -185,7 +187,7 @@ def test_evict_rolls_opted_in_workloads_one_pod_at_a_time(cluster: Harness) -> N
             "blog-writer": "ghcr.io/a/blog-writer:v2"}
     # Not opted in, ownerless, a Job's pod: reported, never evicted.
     for _ in range(3):
-        reconciler.run_once()
+        cluster.run(reconciler)
     assert cluster.gauge("plain") == 2 and cluster.gauge("solo-rt") == 1 and cluster.gauge("batch-rt") == 1
     assert len(cluster.server.evictions) == 3
     cluster.assert_no_workload_writes()
@@ -195,9 +197,10 @@ def test_a_disruption_budget_stops_the_rollout_and_it_resumes_later(cluster: Har
     cluster.runtime("writer", "web", [V1], annotations=EVICT)
     cluster.pods_of("web-7d9f", 2, "7d9f")
     cluster.server.set_pdb(NS, owner="web-7d9f", max_unavailable=0)
-    reconciler = cluster.reconciler("evict", retry_initial=0.6, retry_max=1.0)
+    clock = FakeClock()
+    reconciler = cluster.reconciler("evict", clock=clock, retry_initial=10, retry_max=300)
     cluster.runtime("writer", "web", [V2], annotations=EVICT)
-    reconciler.run_once()
+    cluster.run(reconciler)
     assert len(cluster.server.refused_evictions) == 1
     assert cluster.evictions("blocked") == 1
     [blocked] = cluster.events("RolloutBlocked")
@@ -205,14 +208,18 @@ def test_a_disruption_budget_stops_the_rollout_and_it_resumes_later(cluster: Har
     assert "disruption budget" in blocked["message"]
     assert cluster.metrics.registry.get_sample_value(
         "skill_webhook_rollouts_blocked", {"namespace": NS, "agentruntime": "writer"}) == 1
-    # Within the backoff nothing is retried.
-    reconciler.run_once()
-    reconciler.run_once()
+    # Within the back-off (10 s, of which at least half is waited) nothing is retried.
+    clock.advance(4.9)
+    cluster.run(reconciler)
+    cluster.run(reconciler)
     assert len(cluster.server.refused_evictions) == 1
-    # Still refused after the backoff: retried once more, no second RolloutBlocked Event in the interval.
-    assert wait_until(lambda: (reconciler.run_once(), len(cluster.server.refused_evictions) == 2)[1], timeout=5)
+    # Still refused after the back-off: retried once more, no second RolloutBlocked Event in the interval.
+    clock.advance(5.1)
+    cluster.run(reconciler)
+    assert len(cluster.server.refused_evictions) == 2
     assert len(cluster.events("RolloutBlocked")) == 1
     cluster.server.clear_pdbs()
+    clock.advance(20)  # the second back-off: 10 to 20 s
     roll(cluster, reconciler, lambda: cluster.gauge("writer") is None and len(cluster.server.evictions) == 2)
     assert cluster.metrics.registry.get_sample_value(
         "skill_webhook_rollouts_blocked", {"namespace": NS, "agentruntime": "writer"}) is None
@@ -241,16 +248,18 @@ def test_the_replacement_wait_ends_at_the_rollout_timeout(cluster: Harness) -> N
     cluster.server.replacement_ready_after = None  # replacements never turn Ready
     cluster.runtime("writer", "web", [V1], annotations=EVICT)
     cluster.pods_of("web-7d9f", 2, "7d9f")
-    reconciler = cluster.reconciler("evict", rollout_timeout=0.8)
+    clock = FakeClock()
+    reconciler = cluster.reconciler("evict", clock=clock, rollout_timeout=300)
     cluster.runtime("writer", "web", [V2], annotations=EVICT)
-    reconciler.run_once()
+    cluster.run(reconciler)
     assert len(cluster.server.evictions) == 1
-    started = time.monotonic()
-    for _ in range(5):
-        reconciler.run_once()
+    for _ in range(3):
+        clock.advance(99)
+        cluster.run(reconciler)
     assert len(cluster.server.evictions) == 1  # still waiting for a Ready replacement
-    assert wait_until(lambda: (reconciler.run_once(), len(cluster.server.evictions) == 2)[1], timeout=10)
-    assert time.monotonic() - started >= 0.5
+    clock.advance(3)
+    cluster.run(reconciler)
+    assert len(cluster.server.evictions) == 2
 
 
 def test_report_mode_never_evicts(cluster: Harness) -> None:
@@ -259,7 +268,7 @@ def test_report_mode_never_evicts(cluster: Harness) -> None:
     reconciler = cluster.reconciler("report")
     cluster.runtime("writer", "web", [V2], annotations=EVICT)
     for _ in range(3):
-        reconciler.run_once()
+        cluster.run(reconciler)
     assert cluster.server.evictions == [] and cluster.gauge("writer") == 2
     assert [w.path for w in cluster.server.writes if "/eviction" in w.path] == []
 
@@ -273,59 +282,42 @@ def test_an_invalid_agentruntime_is_never_rolled(cluster: Harness) -> None:
     invalid = current.model_copy(update={"spec": current.spec.model_copy(update={"skills": []})})
     cluster.index.upsert(invalid.with_problems(("spec.skills[0].mountPath: Invalid value",)))
     for _ in range(3):
-        stale = reconciler.run_once()
+        stale = cluster.run(reconciler)
     assert {v.reason for v in stale} == {"invalid-agentruntime"}
     assert cluster.server.evictions == []
 
 
-# -- with the Pod informer's compact records -------------------------------------------------------
+# -- the worker, as serve runs it ----------------------------------------------------------------
 
 
-def test_passes_over_the_pod_informer_judge_only_what_changed(cluster: Harness) -> None:
-    from app.sources.kube.pods import PodInformer
-
+def test_the_running_worker_follows_changes_through_its_handlers_alone(cluster: Harness) -> None:
     cluster.runtime("writer", "web", [V1], annotations=EVICT)
     cluster.runtime("other", "api", [{**V1, "name": "api-skill", "mountPath": "/skills/api"}])
     cluster.pods_of("web-7d9f", 2, "7d9f")
     cluster.server.create_pod(pod("api-5c4b-p0", "team-b", owner=("ReplicaSet", "api-5c4b"),
                                   labels={"pod-template-hash": "5c4b", DEFAULT_DOMAIN.type_label: "agent"}))
-    informer = PodInformer(cluster.api, DEFAULT_DOMAIN, backoff_initial=0.05, backoff_max=0.5)
-    # As serve wires it: the store itself, and both listeners.
-    reconciler = Reconciler(ReconcilerConfig(mode="evict", retry_initial=0.5), cluster.index, informer.store,
-                            pods_synced=informer.synced.is_set, core_api=cluster.core, metrics=cluster.metrics,
-                            notified=True)
-    informer.add_listener(reconciler.notify)
-    cluster.index.add_listener(reconciler.notify_runtimes)
-    informer.start()
+    cluster.settle()
+    # Real time, and no resync after the first: only the handlers bring keys.
+    reconciler = cluster.reconciler("evict", clock=Clock(), resync_every=3600, debounce=0.05)
+    synced: list[tuple] = []
+    sync = reconciler.sync
+    reconciler.sync = lambda key: (synced.append(key), sync(key))[1]
+    reconciler.start()
     try:
-        assert informer.synced.wait(5)
-        assert wait_until(lambda: len(informer.store) == 3)
-        assert reconciler.run_once() == []
-        assert reconciler.judgments == 3
-        reconciler.run_once()
-        assert reconciler.judgments == 3  # nothing changed: nothing judged
-        # A heartbeat that changes nothing judged costs no judgment; a Ready flip costs one.
+        assert wait_until(lambda: len(synced) >= 2)  # the first resync: both workloads
+        # A heartbeat changes nothing judged: no key; a Ready flip: its workload's.
         heartbeat = cluster.server.get("team-b", "api-5c4b-p0", "pods")
         heartbeat["metadata"].setdefault("annotations", {})["example.com/heartbeat"] = "1"
-        version = cluster.server.update(heartbeat, "pods")["metadata"]["resourceVersion"]
-        assert wait_until(lambda: informer.store.get("team-b", "api-5c4b-p0").resource_version == version)
-        reconciler.run_once()
-        assert reconciler.judgments == 3
+        cluster.server.update(heartbeat, "pods")
         cluster.server.set_ready("team-b", "api-5c4b-p0", False)
-        assert wait_until(lambda: not informer.store.get("team-b", "api-5c4b-p0").ready)
-        reconciler.run_once()
-        assert reconciler.judgments == 4
+        assert wait_until(lambda: len(synced) == 3)
+        assert synced[-1][0] == "team-b" and synced[-1][1].name == "api"
         cluster.runtime("writer", "web", [V2], annotations=EVICT)
-        assert {v.pod for v in reconciler.run_once()} == {"web-7d9f-p0", "web-7d9f-p1"}
-        # Only the namespace whose AgentRuntimes changed was judged again.
-        assert reconciler.judgments == 6
-        roll(cluster, reconciler, lambda: cluster.gauge("writer") is None and len(cluster.server.evictions) == 2,
-             check=lambda: assert_at_most_one_down(cluster))
+        assert wait_until(lambda: cluster.gauge("writer") is None and len(cluster.server.evictions) == 2,
+                          timeout=20), cluster.server.evictions
         assert sorted(cluster.server.evictions) == [(NS, "web-7d9f-p0"), (NS, "web-7d9f-p1")]
+        assert cluster.evictions("evicted") == 2
     finally:
-        informer.stop()
+        reconciler.stop()
+    assert not any(thread.is_alive() for thread in reconciler._threads)
     cluster.assert_no_workload_writes()
-
-
-def assert_at_most_one_down(cluster: Harness) -> None:
-    assert unready(cluster, "web-7d9f") <= 1

@@ -14,7 +14,7 @@ import pytest
 
 from app.core import registry_facts as supply
 from app.sources.registry.client import DockerConfigAuth, RegistryClient, api_host, parse_challenge, parse_docker_config
-from app.sources.registry.resolver import resolve_image
+from app.sources.registry.lookup import resolve_image
 from tests.registry_harness import (
     Layout,
     Registries,

@@ -10,7 +10,7 @@ import pytest
 from app.core import registry_facts as supply
 from app.sources.registry.cosign import CosignKeyError, load_keys, signature_matches
 from app.sources.registry.client import RegistryClient
-from app.sources.registry.resolver import resolve_image
+from app.sources.registry.lookup import resolve_image
 from tests.registry_harness import Layout, new_cosign_key, shared_registries, signature_manifest, simple_signing_payload, skillimage
 
 

@@ -47,16 +47,17 @@ class AgentRuntimeIndex:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # Set once the source has delivered its first complete view (first LIST, first file load).
     synced: threading.Event = field(default_factory=threading.Event)
-    # Called with no arguments after every change, on the writer's thread: wake-ups for the workers
-    # that follow AgentRuntimes (the image resolver, the stale-pod reconciler); they must return fast.
-    _listeners: tuple[Callable[[], None], ...] = ()
+    # Called with (old, new) after every change, on the writer's thread, like an informer's handlers:
+    # (None, new) added, (old, new) changed, (old, None) deleted. The controllers that follow
+    # AgentRuntimes (the image resolver, the stale-pod reconciler) enqueue keys there; they must return fast.
+    _listeners: tuple[Callable[[AgentRuntime | None, AgentRuntime | None], None], ...] = ()
 
-    def add_listener(self, listener: Callable[[], None]) -> None:
+    def add_listener(self, listener: Callable[[AgentRuntime | None, AgentRuntime | None], None]) -> None:
         self._listeners = (*self._listeners, listener)
 
-    def _changed(self) -> None:
+    def _changed(self, old: AgentRuntime | None, new: AgentRuntime | None) -> None:
         for listener in self._listeners:
-            listener()
+            listener(old, new)
 
     # -- reads (hot path, lock-free) -------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class AgentRuntimeIndex:
             self._by_key[runtime.key] = runtime
             if old_target is not None and old_target != new_target:
                 self._set_target(old_target, _without(self._by_target.get(old_target, ()), old.key))
-        self._changed()
+        self._changed(old, runtime)
         return old
 
     def delete(self, namespace: str, name: str) -> AgentRuntime | None:
@@ -113,7 +114,7 @@ class AgentRuntimeIndex:
             if target is not None:
                 self._set_target(target, _without(self._by_target.get(target, ()), old.key))
         if old is not None:
-            self._changed()
+            self._changed(old, None)
         return old
 
     def replace_all(self, runtimes: Iterable[AgentRuntime]) -> None:
@@ -126,9 +127,15 @@ class AgentRuntimeIndex:
                 by_target.setdefault(target, []).append(runtime)
         frozen = {k: tuple(sorted(v, key=lambda r: r.age_key)) for k, v in by_target.items()}
         with self._lock:
-            self._by_key = by_key
+            before, self._by_key = self._by_key, by_key
             self._by_target = frozen
-        self._changed()
+        if self._listeners:  # what changed, as the events a watch would have delivered
+            for key, runtime in by_key.items():
+                old = before.get(key)
+                if old is None or _differs(old, runtime):
+                    self._changed(old, runtime)
+            for key in before.keys() - by_key.keys():
+                self._changed(before[key], None)
 
     def _set_target(self, target: TargetKey, runtimes: tuple[AgentRuntime, ...]) -> None:
         if runtimes:
@@ -145,6 +152,11 @@ def _with(current: tuple[AgentRuntime, ...], runtime: AgentRuntime) -> tuple[Age
 
 def _without(current: tuple[AgentRuntime, ...], key: tuple[str, str]) -> tuple[AgentRuntime, ...]:
     return tuple(r for r in current if r.key != key)
+
+
+def _differs(old: AgentRuntime, new: AgentRuntime) -> bool:
+    version = old.metadata.resourceVersion
+    return version != new.metadata.resourceVersion if version else old != new
 
 
 def _target_key(runtime: AgentRuntime) -> TargetKey | None:

@@ -1,14 +1,13 @@
-"""What rolling a pod needs to know about it, and the hint for rolling by hand (README "When skills change").
+"""Which pods a rollout may evict, and the hint for rolling by hand (README "When skills change").
 
-Pure: the reconciler evicts, `skill-webhook stale` prints the hint; both read pods through here.
+Pure: the reconciler evicts, `skill-webhook stale` prints the hint.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from app.core.model import AgentRuntime, api_group
-from app.core.matching.workload import controller_owner
 
 # Controllers that bring an evicted pod back. A pod without one would be gone for good, a Job's pod
 # would lose its batch work (and count against its backoff limit), a Sandbox pod holds one agent's state.
@@ -17,48 +16,18 @@ EVICTABLE_CONTROLLERS = frozenset({("apps", "ReplicaSet"), ("apps", "StatefulSet
 _RESTARTABLE = {"Deployment": "deployment", "StatefulSet": "statefulset", "DaemonSet": "daemonset"}
 
 
-class PodFacts(NamedTuple):
-    namespace: str
+class OwnerRef(NamedTuple):
+    """A pod's owner reference, as far as rolling it goes."""
+
+    api_version: str
+    kind: str
     name: str
-    uid: str
-    ready: bool
-    deleting: bool
-    # (apiVersion, kind, name, ...) of the controller owner reference; None without one.
-    controller: tuple[Any, ...] | None
+    controller: bool
 
 
-def pod_facts(pod: Any) -> PodFacts:
-    """What the reconciler reads of a pod: a pod dict, or a compact informer record (with `namespace`,
-    `name`, `uid`, `ready`, `deleting` and an `owner` tuple (apiVersion, kind, name, controller)), read
-    without building a pod dict."""
-    if not isinstance(pod, dict):
-        owner = pod.owner
-        return PodFacts(pod.namespace, pod.name, pod.uid, bool(pod.ready), bool(pod.deleting),
-                        owner if owner is not None and owner[3] is True else None)
-    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    owner = controller_owner(pod)
-    controller = None
-    if owner is not None and owner.get("controller") is True:
-        controller = (str(owner.get("apiVersion") or ""), owner.get("kind"), owner.get("name"), True)
-    return PodFacts(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""),
-                    str(metadata.get("uid") or ""), ready, bool(metadata.get("deletionTimestamp")), controller)
-
-
-def pod_key(pod: Any) -> tuple[str, str]:
-    """(namespace, name) without building the pod dict of a compact record."""
-    if isinstance(pod, dict):
-        metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-    return (pod.namespace, pod.name)
-
-
-def evictable(facts: PodFacts) -> bool:
-    owner = facts.controller
-    if owner is None:
-        return False
-    return (api_group(str(owner[0] or "")), owner[1]) in EVICTABLE_CONTROLLERS
+def evictable(owner: OwnerRef | None) -> bool:
+    """Whether evicting a pod with this owner brings a replacement: its controller is one of the above."""
+    return owner is not None and owner.controller and (api_group(owner.api_version), owner.kind) in EVICTABLE_CONTROLLERS
 
 
 def roll_hint(runtime: AgentRuntime) -> str:

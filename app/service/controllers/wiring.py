@@ -1,5 +1,6 @@
-"""`serve`'s stale-pod reconciler, wired: the Pod informer, the Lease election and the reconciler
-thread (README "When skills change"). Imported only when `--reconcile` is not off."""
+"""`serve`'s stale-pod reconciler, wired: the Pod informer, the Lease election and the reconciler's
+worker, with the handlers that feed its queue (README "When skills change"). Imported only when
+`--reconcile` is not off."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import kubernetes.client
 
 from app.core.staleness.pods import StalenessOptions
-from app.sources.kube.agentruntimes import InformerMetrics, make_api_client
+from app.sources.kube.agentruntimes import make_api_client
 from app.sources.kube.leader import LeaderElector, LeaseLock
 from app.sources.kube.pods import PodInformer
+from app.sources.kube.reflector import InformerMetrics
 
 from app.service.metrics import WebhookMetrics
 from app.service.controllers.reconciler import Reconciler, ReconcilerConfig
@@ -25,7 +27,7 @@ DEFAULT_LEASE_NAMESPACE = "skill-webhook"
 
 
 class ReconcilerService:
-    """The Pod informer, the leader election and the reconciler thread, started and stopped together."""
+    """The Pod informer, the leader election and the reconciler, started and stopped together."""
 
     def __init__(self, informer: Any, elector: Any, reconciler: Reconciler) -> None:
         self.informer = informer
@@ -81,7 +83,7 @@ def build_reconciler(settings: Any, state: Any) -> ReconcilerService | None:
 
     def started() -> None:
         metrics.leader.set(1)
-        reconciler.notify()  # a new leader acts at its next tick
+        reconciler.resync()  # a new leader reports and rolls what it sees
         log.info("reconciler leading as %s: %s", identity,
                  "writing Events and rolling opted-in workloads" if mode == "evict" else "writing Events")
 
@@ -102,18 +104,16 @@ def build_reconciler(settings: Any, state: Any) -> ReconcilerService | None:
         ReconcilerConfig(mode=mode, domain=domain, event_interval=settings.event_interval,
                          rollout_timeout=settings.rollout_timeout, identity=identity),
         state.index,
-        informer.store,  # incremental passes: the listener below says which pods changed
-        pods_synced=informer.synced.is_set,
+        informer.store,
         core_api=kubernetes.client.CoreV1Api(api_client),
         metrics=metrics,
-        # Read each pass: the pods are judged as the mutation injects them now (domain, image
+        # Read at each sync: the pods are judged as the mutation injects them now (domain, image
         # volumes, digest pinning), one definition of both.
         staleness=lambda: StalenessOptions.from_mutation(state.mutation),
         is_leader=lambda: elector.is_leader,
-        notified=True,
     )
-    informer.add_listener(reconciler.notify)
-    state.index.add_listener(reconciler.notify_runtimes)
+    informer.add_listener(reconciler.pod_changed)
+    state.index.add_listener(reconciler.runtime_changed)
     log.info("reconciler %s: Lease %s as %s", mode, lock.describe(), identity,
              extra={"fields": {"mode": mode, "lease": lock.describe(), "identity": identity}})
     return ReconcilerService(informer, elector, reconciler)

@@ -140,7 +140,7 @@ def build_resolver(settings: Settings, index: AgentRuntimeIndex, metrics: Webhoo
         )
     except (CosignKeyError, OSError, ValueError) as err:
         raise StartupError(f"--cosign-key / registry settings: {err}") from err
-    index.add_listener(resolver.notify)
+    index.add_listener(resolver.runtime_changed)
     return resolver
 
 

@@ -26,7 +26,8 @@ from app.core.validation import ValidationOptions
 
 from app.sources.base import AgentRuntimeSource
 from app.sources.backoff import Backoff
-from app.sources.kube.reflector import InformerMetrics, Listener, ListWatch, Reflector, ReflectorTuning, describe
+from app.sources.kube.listwatch import ListWatch, ReflectorTuning
+from app.sources.kube.reflector import InformerMetrics, Listener, Reflector, describe
 
 log = logging.getLogger(__name__)
 

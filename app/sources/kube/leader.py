@@ -1,8 +1,10 @@
 """Leader election on a coordination.k8s.io/v1 Lease, in client-go's shape.
 
-The official Python client's own leader election only locks a ConfigMap, so this is a Lease lock on
-`CoordinationV1Api` (get / create / replace, optimistic concurrency through the Lease's
-resourceVersion) and the loop around it:
+The official Python client ships a leader election with a Lease lock, but its loop cannot be stopped
+(`run()` never returns while leading and exits the process on a bad setting), never releases the Lease,
+judges expiry by wall-clock times, and its lock talks through the default client configuration with no
+request timeouts. So this is a Lease lock on our own ApiClient's `CoordinationV1Api` (get / create /
+replace, optimistic concurrency through the Lease's resourceVersion) and the loop around it:
 
 - a candidate tries every `retry_period` (slightly jittered) and takes the Lease when nobody holds it
   or when the record has not changed for `lease_duration` by the candidate's own clock since it last

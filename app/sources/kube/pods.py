@@ -11,14 +11,18 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
 
 import kubernetes.client
 
+from app.core.matching.workload import resolve_workload
+from app.core.model import WorkloadRef
 from app.core.names import LABEL_POD_TEMPLATE_HASH, Domain
+from app.core.staleness.rollout import OwnerRef
 
-from app.sources.kube.reflector import InformerMetrics, Listener, ListWatch, Reflector, ReflectorTuning
+from app.sources.kube.listwatch import ListWatch, ReflectorTuning
+from app.sources.kube.reflector import InformerMetrics, Listener, Reflector
 
 log = logging.getLogger(__name__)
 
@@ -30,58 +34,45 @@ def pod_selector(domain: Domain) -> str:
     return f"{domain.type_label} in ({','.join(POD_TYPES)})"
 
 
-class OwnerRef(NamedTuple):
-    api_version: str
-    kind: str
-    name: str
-    controller: bool
-
-
 @dataclass(frozen=True, slots=True)
 class PodSummary:
     """What the reconciler keeps of a pod. `labels` holds only `<domain>/*` and `pod-template-hash`
     (sorted pairs, so the summary is immutable and hashable); `owner` is the controller owner
-    reference, else the first one, else None. Slotted, with the strings and tuples that repeat from pod
-    to pod (namespace, labels, owner, phase) shared: 10,000 pods cost a few megabytes."""
+    reference, else the first one, else None; `workloads` what its owner chain names (resolve_workload,
+    most general first). Slotted, with the strings and tuples that repeat from pod to pod (namespace,
+    labels, owner, workloads, phase) shared: 10,000 pods cost a few megabytes.
+
+    Two summaries are equal when all but their resourceVersion is: a status heartbeat or an unrelated
+    annotation changes nothing that staleness or a rollout reads."""
 
     namespace: str
     name: str
     uid: str
-    resource_version: str
-    labels: tuple[tuple[str, str], ...]
-    owner: OwnerRef | None
-    skills_injected: str | None  # the raw `<domain>/skills-injected` annotation
-    ready: bool
-    deleting: bool  # metadata.deletionTimestamp is set
-    phase: str
+    resource_version: str = field(compare=False)
+    labels: tuple[tuple[str, str], ...] = ()
+    owner: OwnerRef | None = None
+    skills_injected: str | None = None  # the raw `<domain>/skills-injected` annotation
+    ready: bool = False
+    deleting: bool = False  # metadata.deletionTimestamp is set
+    phase: str = ""
     # Which annotation key `skills_injected` came from, so that `as_pod` writes it back under it.
     injected_key: str = ""
+    workloads: tuple[WorkloadRef, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def workload(self) -> tuple[str, WorkloadRef] | None:
+        """(namespace, the most general workload the pod answers to): the key the reconciler works on."""
+        return (self.namespace, self.workloads[0]) if self.workloads else None
 
     def label(self, key: str) -> str | None:
         for name, value in self.labels:
             if name == key:
                 return value
         return None
-
-    def same_state(self, other: "PodSummary") -> bool:
-        """Equal in everything but resourceVersion: a status heartbeat or an unrelated annotation changed,
-        nothing that staleness or a rollout reads."""
-        return (
-            self.uid == other.uid
-            and self.ready == other.ready
-            and self.deleting == other.deleting
-            and self.skills_injected == other.skills_injected
-            and self.labels == other.labels
-            and self.owner == other.owner
-            and self.phase == other.phase
-            and self.name == other.name
-            and self.namespace == other.namespace
-            and self.injected_key == other.injected_key
-        )
 
     def as_pod(self) -> dict[str, Any]:
         """A minimal pod object (name, namespace, uid, labels, owner, the record) for the functions of
@@ -112,6 +103,7 @@ class PodSummary:
 _SHARED_LIMIT = 50_000
 _LABELS: dict[Any, Any] = {}
 _OWNERS: dict[Any, Any] = {}
+_WORKLOADS: dict[Any, Any] = {}
 
 
 def _share(value: Any, table: dict[Any, Any]) -> Any:
@@ -155,27 +147,24 @@ def summarize(obj: Any, domain: Domain) -> PodSummary | None:
         deleting=bool(metadata.get("deletionTimestamp")),
         phase=sys.intern(_text(status.get("phase"))),
         injected_key=domain.skills_injected,
+        workloads=_share(resolve_workload(obj), _WORKLOADS),
     )
 
 
 class PodStore:
-    """PodSummaries by (namespace, name) and by namespace.
+    """PodSummaries by (namespace, name), and by each workload they answer to (client-go's Indexer
+    with one index): the reconciler reads the pods of one workload without walking the cache.
 
     Written from the informer's thread: an event is a few dict assignments under a lock, O(1) however
-    many pods are cached. `get` never locks (one dict read is atomic). Readers that iterate get tuple
-    snapshots, never the live dicts (iterating a dict while another thread inserts raises
-    RuntimeError); a snapshot is rebuilt, under the lock, only when someone asks for it after a change,
-    so a churn of events that nobody iterates costs nothing but the assignments."""
+    many pods are cached. `get` never locks (one dict read is atomic); readers that iterate get lists
+    copied under the lock, never the live dicts (iterating a dict while another thread inserts raises
+    RuntimeError)."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], PodSummary] = {}
-        self._by_namespace: dict[str, dict[str, PodSummary]] = {}
+        self._by_workload: dict[tuple[str, WorkloadRef], dict[str, PodSummary]] = {}
         self._lock = threading.Lock()
-        self._all: tuple[PodSummary, ...] | None = ()
-        self._groups: dict[str, tuple[PodSummary, ...]] = {}  # per-namespace snapshots still current
         self.synced = threading.Event()
-
-    # -- reads ---------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -183,87 +172,50 @@ class PodStore:
     def get(self, namespace: str, name: str) -> PodSummary | None:
         return self._by_key.get((namespace, name))
 
-    def snapshot(self) -> tuple[PodSummary, ...]:
-        """Every pod, as of one moment."""
-        snap = self._all
-        if snap is None:
-            with self._lock:
-                snap = self._all
-                if snap is None:
-                    snap = self._all = tuple(self._by_key.values())
-        return snap
-
     def all(self) -> list[PodSummary]:
-        return list(self.snapshot())
-
-    def keys(self) -> list[tuple[str, str]]:
-        """Every (namespace, name), as of one moment."""
         with self._lock:
-            return list(self._by_key)
+            return list(self._by_key.values())
 
-    def namespaces(self) -> list[str]:
+    def of_workload(self, namespace: str, workload: WorkloadRef) -> list[PodSummary]:
+        """The pods of `namespace` whose owner chain names `workload`."""
         with self._lock:
-            return list(self._by_namespace)
-
-    def in_namespace(self, namespace: str) -> tuple[PodSummary, ...]:
-        """The pods of one namespace, as of one moment."""
-        snap = self._groups.get(namespace)
-        if snap is None:
-            with self._lock:
-                snap = self._groups.get(namespace)
-                if snap is None:
-                    group = self._by_namespace.get(namespace)
-                    snap = tuple(group.values()) if group else ()
-                    if group:
-                        self._groups[namespace] = snap
-        return snap
-
-    def by_namespace(self, namespace: str | None = None) -> Iterator[PodSummary]:
-        """The pods of one namespace, or (None) of every namespace grouped by namespace."""
-        if namespace is not None:
-            yield from self.in_namespace(namespace)
-            return
-        for name in self.namespaces():
-            yield from self.in_namespace(name)
+            return list(self._by_workload.get((namespace, workload), {}).values())
 
     # -- writes (the informer's thread) ------------------------------------------------------------
 
     def replace_all(self, items: Iterable[PodSummary]) -> None:
         by_key = {p.key: p for p in items}
-        by_namespace: dict[str, dict[str, PodSummary]] = {}
-        for summary in by_key.values():
-            by_namespace.setdefault(summary.namespace, {})[summary.name] = summary
+        by_workload: dict[tuple[str, WorkloadRef], dict[str, PodSummary]] = {}
+        for pod in by_key.values():
+            for workload in pod.workloads:
+                by_workload.setdefault((pod.namespace, workload), {})[pod.name] = pod
         with self._lock:
-            self._by_key, self._by_namespace = by_key, by_namespace
-            self._all, self._groups = None, {}
+            self._by_key, self._by_workload = by_key, by_workload
 
     def upsert(self, obj: PodSummary) -> PodSummary | None:
-        namespace = obj.namespace
         with self._lock:
-            key = (namespace, obj.name)
-            old = self._by_key.get(key)
-            self._by_key[key] = obj
-            group = self._by_namespace.get(namespace)
-            if group is None:
-                group = self._by_namespace[namespace] = {}
-            group[obj.name] = obj
-            self._all = None
-            self._groups.pop(namespace, None)
+            old = self._by_key.get(obj.key)
+            if old is not None:
+                self._unindex(old)
+            self._by_key[obj.key] = obj
+            for workload in obj.workloads:
+                self._by_workload.setdefault((obj.namespace, workload), {})[obj.name] = obj
         return old
 
     def delete(self, namespace: str, name: str) -> PodSummary | None:
         with self._lock:
             old = self._by_key.pop((namespace, name), None)
-            if old is None:
-                return None
-            group = self._by_namespace.get(namespace)
-            if group is not None:
-                group.pop(name, None)
-                if not group:
-                    del self._by_namespace[namespace]
-            self._all = None
-            self._groups.pop(namespace, None)
+            if old is not None:
+                self._unindex(old)
         return old
+
+    def _unindex(self, pod: PodSummary) -> None:
+        for workload in pod.workloads:
+            group = self._by_workload.get((pod.namespace, workload))
+            if group is not None:
+                group.pop(pod.name, None)
+                if not group:
+                    del self._by_workload[(pod.namespace, workload)]
 
 
 class PodInformer:

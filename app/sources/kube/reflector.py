@@ -8,7 +8,8 @@ were deleted meanwhile. Dropped connections and timeouts re-watch from the last 
 capped, jittered backoff so that many replicas do not reconnect in step.
 
 One implementation serves every informer (AgentRuntimes, pods): what differs is what is listed
-(`ListWatch`), how a raw object becomes a cached one (`decode`) and where it is kept (a `Store`).
+(`ListWatch`, in listwatch.py), how a raw object becomes a cached one (`decode`) and where it is kept
+(a `Store`).
 Listeners hear about every change as (old, new), from watch events and from the diff of a re-LIST.
 
 We read the raw watch stream instead of `kubernetes.watch.Watch`: that helper silently reconnects when a
@@ -18,7 +19,6 @@ stream ends, retries a 410 once from the same (already expired) version and hide
 
 from __future__ import annotations
 
-import functools
 import http.client
 import json
 import logging
@@ -28,7 +28,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Protocol, Sequence, TypeVar
 
-import kubernetes.client
 import orjson
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
@@ -36,6 +35,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from app.sources.backoff import Backoff
 from app.sources.clock import Clock
+from app.sources.kube.listwatch import ListWatch, ReflectorTuning
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +69,6 @@ class InformerMetrics:
     on_event: Callable[[str], None] = _ignore  # ADDED / MODIFIED / DELETED / BOOKMARK applied
 
 
-@dataclass(frozen=True)
-class ReflectorTuning:
-    """How a reflector lists and watches; the same knobs for every kind it watches.
-
-    `watch_timeout`: the server ends each watch after between this and twice this many seconds
-    (randomised like client-go, so that replicas do not re-watch in step)."""
-
-    page_size: int = 500
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    watch_timeout: int = 300
-    connect_timeout: float = 10.0
-    list_timeout: float = 60.0
-    rng: random.Random | None = None
-    clock: Clock | None = None
-
-
 class Store(Protocol[T]):
     """Where a Reflector keeps decoded objects. Writes come from the reflector's one thread."""
 
@@ -104,34 +87,6 @@ class Store(Protocol[T]):
 
 # Called after each change with (old, new): (None, new) added, (old, new) changed, (old, None) removed.
 Listener = Callable[[Any, Any], None]
-
-
-@dataclass(frozen=True)
-class ListWatch:
-    """What a Reflector lists and watches: a `list_*` call of the official client with its positional
-    arguments bound (it takes limit, _continue, watch, resource_version, ... like every list call)."""
-
-    call: Callable[..., Any]
-    description: str
-    label_selector: str | None = None
-
-    @classmethod
-    def custom_objects(
-        cls, api_client: kubernetes.client.ApiClient, group: str, version: str, plural: str, *, label_selector: str | None = None
-    ) -> "ListWatch":
-        """A custom resource in every namespace."""
-        api = kubernetes.client.CustomObjectsApi(api_client)
-        call = functools.partial(api.list_cluster_custom_object, group, version, plural)
-        return cls(call, f"{plural}.{group}", label_selector)
-
-    @classmethod
-    def core_pods(cls, api_client: kubernetes.client.ApiClient, *, label_selector: str | None = None) -> "ListWatch":
-        """Pods in every namespace."""
-        api = kubernetes.client.CoreV1Api(api_client)
-        return cls(api.list_pod_for_all_namespaces, "pods", label_selector)
-
-    def selector_options(self) -> dict[str, Any]:
-        return {"label_selector": self.label_selector} if self.label_selector else {}
 
 
 class _ResourceExpired(Exception):

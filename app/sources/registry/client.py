@@ -53,6 +53,12 @@ class _Answer:
     content: bytes
 
 
+# The kinds of RegistryError that say the registry (down, stalling, failing, refusing our credentials),
+# not one reference, is in trouble: the resolver backs off from a reference that fails so; the others
+# (not_found, bad_response) are retried at the usual interval.
+REGISTRY_FAULTS = frozenset({"timeout", "unreachable", "server_error", "tls", "unauthorized"})
+
+
 class RegistryError(Exception):
     """A failed registry request. `kind` is one of not_found, unauthorized, timeout, unreachable,
     server_error, tls, bad_response; `str()` is a short phrase such as "401 unauthorized"."""
@@ -61,11 +67,6 @@ class RegistryError(Exception):
         super().__init__(message)
         self.kind = kind
         self.status = status
-
-    @property
-    def registry_fault(self) -> bool:
-        """The registry (not this reference) is in trouble: back off from it."""
-        return self.kind in ("timeout", "unreachable", "server_error", "tls")
 
 
 @dataclass(frozen=True)
