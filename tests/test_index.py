@@ -260,3 +260,27 @@ def test_a_runtime_moving_to_another_workload_is_found_at_one_of_them():
     assert index.lookup(NAMESPACE, [WorkloadRef("apps", "Deployment", "b")]).runtime is moved
     assert index.delete(NAMESPACE, "rt") is moved
     assert index.lookup(NAMESPACE, [WorkloadRef("apps", "Deployment", "b")]) is NO_MATCH
+
+
+def test_listeners_hear_old_and_new_for_each_change_and_what_a_replace_all_changed() -> None:
+    index = AgentRuntimeIndex()
+    heard: list[tuple[str | None, str | None]] = []
+
+    def name(r):
+        return None if r is None else f"{r.metadata.name}:{r.spec.targetRef.name}"
+
+    index.add_listener(lambda old, new: heard.append((name(old), name(new))))
+    index.replace_all([runtime("a", target="web"), runtime("b", target="api")])
+    assert sorted(heard, key=str) == [(None, "a:web"), (None, "b:api")]
+    heard.clear()
+    index.upsert(runtime("a", target="other"))
+    index.delete(NAMESPACE, "b")
+    index.delete(NAMESPACE, "b")  # gone already: nothing to hear
+    assert heard == [("a:web", "a:other"), ("b:api", None)]
+    heard.clear()
+    # A new view: only what differs from the current one is announced, as a watch would have.
+    index.replace_all([runtime("a", target="other"), runtime("c", target="web")])
+    assert heard == [(None, "c:web")]
+    heard.clear()
+    index.replace_all([runtime("c", target="web")])
+    assert heard == [("a:other", None)]
