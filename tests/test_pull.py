@@ -24,7 +24,7 @@ import zstandard
 from app.core import registry_facts as facts
 from tests.registry_harness import Layout, multi_arch_index, sha256, shared_registries, skillimage, tar_gz
 
-pytestmark = pytest.mark.registry
+registry = pytest.mark.registry  # the layout server's tests start no registry: `process`
 
 SKILL_WEBHOOK = str(Path(sys.executable).with_name("skill-webhook"))
 OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -176,6 +176,7 @@ def assert_failed(done: subprocess.CompletedProcess, *words: str) -> str:
 # -- every package kind ---------------------------------------------------------------------------
 
 
+@registry
 def test_a_skillimage_by_hand(pushed, tmp_path):
     reference, digest = pushed.images["skill"]
     done = pull(reference, "--into", str(tmp_path / "resume"), *plain(pushed))
@@ -188,6 +189,7 @@ def test_a_skillimage_by_hand(pushed, tmp_path):
     assert os.listdir(tmp_path) == ["resume"]  # nothing left beside it
 
 
+@registry
 def test_by_hand_needs_a_new_or_empty_directory(pushed, tmp_path):
     (tmp_path / "empty").mkdir()
     assert pull(pushed.ref("skill"), "--into", str(tmp_path / "empty"), *plain(pushed)).returncode == 0
@@ -195,6 +197,7 @@ def test_by_hand_needs_a_new_or_empty_directory(pushed, tmp_path):
     assert_failed(pull(pushed.ref("skill"), "--into", str(tmp_path / "empty"), *plain(pushed)), "not an empty directory")
 
 
+@registry
 def test_a_bundle_into_volumes_with_paths(pushed, tmp_path):
     root = tmp_path / "skills"
     (root / "alpha").mkdir(parents=True)
@@ -211,6 +214,7 @@ def test_a_bundle_into_volumes_with_paths(pushed, tmp_path):
     assert os.access(root / "beta/skills/beta/scripts/run.sh", os.X_OK)
 
 
+@registry
 def test_a_path_without_a_skill_md_fails_naming_it_and_empties_the_volume(pushed, tmp_path):
     done = pull("--skill", f"gamma={pushed.ref('bundle')}", "--skill-path", "gamma=skills/gamma",
                 "--skills-root", str(tmp_path), *plain(pushed))
@@ -221,6 +225,7 @@ def test_a_path_without_a_skill_md_fails_naming_it_and_empties_the_volume(pushed
     assert os.listdir(tmp_path) == ["gamma"]
 
 
+@registry
 def test_an_agentskills_artifact(pushed, tmp_path):
     reference, digest = pushed.images["artifact"]
     done = pull("--skill", f"blog={reference}", "--skill-path", "blog=blog-writer", "--skills-root", str(tmp_path),
@@ -231,18 +236,21 @@ def test_an_agentskills_artifact(pushed, tmp_path):
                                               "blog-writer/templates/post.md": b"# post"}
 
 
+@registry
 def test_a_zstd_layer(pushed, tmp_path):
     done = pull(pushed.ref("zstd"), "--into", str(tmp_path / "z"), *plain(pushed))
     assert done.returncode == 0, done.stderr
     assert files_under(tmp_path / "z") == {"SKILL.md": b"zstd skill"}
 
 
+@registry
 def test_layers_in_order_with_whiteouts(pushed, tmp_path):
     done = pull(pushed.ref("layers"), "--into", str(tmp_path / "l"), *plain(pushed))
     assert done.returncode == 0, done.stderr
     assert files_under(tmp_path / "l") == {"SKILL.md": b"v2", "old/b": b"b", "keep/y": b"y", "docs/new.md": b"new"}
 
 
+@registry
 @pytest.mark.parametrize(("platform", "arch"), [("linux/arm64", "arm64"), ("linux/amd64", "amd64"), ("linux/s390x", "arm64")])
 def test_a_multi_arch_index_unpacks_the_platforms_entry_else_the_first(pushed, tmp_path, platform, arch):
     reference, digest = pushed.images["multi"]
@@ -252,6 +260,7 @@ def test_a_multi_arch_index_unpacks_the_platforms_entry_else_the_first(pushed, t
     assert lines(done)[0]["digest"] == digest
 
 
+@registry
 def test_the_default_platform_is_this_machines(pushed, tmp_path):
     from app.sources.registry.pull import default_platform
 
@@ -264,6 +273,7 @@ def test_the_default_platform_is_this_machines(pushed, tmp_path):
 # -- credentials and TLS --------------------------------------------------------------------------
 
 
+@registry
 def test_a_private_repository_needs_the_pods_pull_secret(pushed, tmp_path):
     secure = pushed.regs.secure
     tls = ["--registry-ca", str(secure.ca_file)]
@@ -279,6 +289,7 @@ def test_a_private_repository_needs_the_pods_pull_secret(pushed, tmp_path):
     assert not (tmp_path / "anon").exists()
 
 
+@registry
 def test_a_legacy_dockercfg_secret_and_a_broken_one(pushed, tmp_path):
     secure = pushed.regs.secure
     secrets = tmp_path / "pull-secrets"
@@ -293,6 +304,7 @@ def test_a_legacy_dockercfg_secret_and_a_broken_one(pushed, tmp_path):
     assert "warning: pull secret" in done.stderr and "0/.dockerconfigjson ignored" in done.stderr
 
 
+@registry
 def test_a_missing_ca_file_means_the_system_roots(pushed, tmp_path):
     auth = pushed.regs.secure.docker_config(tmp_path / "config.json")
     done = pull(pushed.ref("private"), "--into", str(tmp_path / "s"), "--registry-auth", str(auth),
@@ -362,6 +374,7 @@ def _tampered_layout(tmp_path: Path) -> tuple[Layout, str, str, bytes]:
     return layout, manifest["digest"], sha256(layer), twin
 
 
+@pytest.mark.process
 def test_a_blob_that_does_not_match_its_digest_fails_the_pull_and_leaves_nothing(tmp_path):
     layout, _, layer_digest, twin = _tampered_layout(tmp_path)
     with LayoutServer(layout, {layer_digest: twin}) as server:
@@ -378,6 +391,7 @@ def test_a_blob_that_does_not_match_its_digest_fails_the_pull_and_leaves_nothing
         assert pull(reference, "--into", str(tmp_path / "good"), *common).returncode == 0
 
 
+@pytest.mark.process
 def test_a_blob_longer_than_its_descriptor_is_cut_off(tmp_path):
     layout, _, layer_digest, twin = _tampered_layout(tmp_path)
     with LayoutServer(layout, {layer_digest: twin + b"\0" * 4096}) as server:
@@ -385,6 +399,7 @@ def test_a_blob_longer_than_its_descriptor_is_cut_off(tmp_path):
     assert_failed(done, "longer than")
 
 
+@pytest.mark.process
 def test_a_manifest_that_does_not_match_the_pinned_digest(tmp_path):
     layout, manifest_digest, _, _ = _tampered_layout(tmp_path)
     other = json.loads((layout.path / "blobs/sha256" / manifest_digest.split(":")[1]).read_bytes())
@@ -398,6 +413,7 @@ def test_a_manifest_that_does_not_match_the_pinned_digest(tmp_path):
 # -- hostile layers, end to end -------------------------------------------------------------------
 
 
+@registry
 @pytest.mark.parametrize(("tag", "words"), [
     ("traversal", ["entry '../x'", '".." segment']),
     ("symlink", ["entry 's'", "'/etc'"]),
@@ -411,6 +427,7 @@ def test_hostile_layers_are_refused_naming_the_entry(pushed, tmp_path, tag, word
     assert not Path("/etc/x").exists()
 
 
+@registry
 def test_a_gzip_bomb_stops_at_the_size_limit_in_bounded_memory(pushed, tmp_path):
     """4 GiB of zeros in 1,024 entries, 4 MB compressed: the 17th entry passes 64 MiB."""
     process = subprocess.Popen([SKILL_WEBHOOK, "pull", pushed.ref("bomb"), "--into", str(tmp_path / "b"),
@@ -437,6 +454,7 @@ def pod_dir():
     shutil.rmtree(path)
 
 
+@registry
 def test_the_puller_init_container_as_the_kubelet_runs_it(pushed, pod_dir):
     """Exactly the command and args the mutation gives the puller, on directories standing in for the
     pod's volumes (skill emptyDirs, the pull-secret volumes, the CA ConfigMap), as uid 65532; then
@@ -487,3 +505,51 @@ def test_the_puller_init_container_as_the_kubelet_runs_it(pushed, pod_dir):
         assert os.stat(skill_md).st_mode & 0o444 == 0o444  # readable by the agent, another user
     if user is not None:
         assert os.stat(agent_view["resume"]).st_uid == user
+
+
+# -- without a registry: the command line and the pull secrets ------------------------------------
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ([], "give IMAGE --into DIR, or --skill"),
+    (["registry.invalid/x:v1"], "both IMAGE and --into"),
+    (["registry.invalid/x:v1", "--into", "d", "--skill", "a=registry.invalid/x:v1"], "not both"),
+    (["--skill", "a=registry.invalid/x:v1"], "--skills-root"),
+    (["--skill", "a=registry.invalid/x:v1", "--skill", "a=registry.invalid/y:v1", "--skills-root", "r"], "given twice"),
+    (["--skill", "a/b=registry.invalid/x:v1", "--skills-root", "r"], "cannot name a directory"),
+    (["--skill", "a=registry.invalid/x:v1", "--skill-path", "b=p", "--skills-root", "r"], "no --skill b="),
+    (["--skill", "noreference", "--skills-root", "r"], "expected NAME=VALUE"),
+    (["--skill", "a=registry.invalid/x:v1", "--skills-root", "r", "--path", "p"], "--skill-path"),
+])
+def test_usage_mistakes_exit_2_with_one_line(args, words):
+    done = pull(*args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("skill-webhook pull: ") and len(done.stderr.splitlines()) == 1
+    assert words in done.stderr
+
+
+def test_pull_secrets_in_the_pods_order_first_wins_broken_ones_skipped(tmp_path):
+    from app.sources.registry.pull import load_credentials
+
+    def secret(index: str, name: str, user: str, *, legacy: bool = False) -> None:
+        auths = {"reg.example": {"username": user, "password": "pw"}}
+        (tmp_path / index).mkdir()
+        (tmp_path / index / name).write_text(json.dumps(auths if legacy else {"auths": auths}))
+
+    secret("10", ".dockerconfigjson", "tenth")
+    secret("2", ".dockercfg", "second", legacy=True)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / ".dockerconfigjson").write_text("[]")
+    warnings: list[str] = []
+    found = load_credentials([tmp_path, tmp_path / "absent"], warnings.append)
+    assert found == {"reg.example": ("second", "pw")}
+    assert len(warnings) == 1 and "1/.dockerconfigjson ignored" in warnings[0]
+
+
+def test_a_skill_path_is_relative_inside_the_image():
+    from app.sources.registry.pull import PullError, check_skill_path
+
+    assert check_skill_path("./skills//a/") == ["skills", "a"]
+    for bad in ("/etc", "a/../..", "", "."):
+        with pytest.raises(PullError):
+            check_skill_path(bad)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Literal, Mapping, Protocol
@@ -91,8 +90,11 @@ def is_index(media_type: str, manifest: Mapping[str, Any]) -> bool:
     return (manifest.get("mediaType") or media_type) in INDEXES
 
 
-def choose_platform_entry(index: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The index entry a node would most likely pull: linux/amd64 first, else the first entry.
+def choose_platform_entry(
+    index: Mapping[str, Any], platform: tuple[str, str] = PREFERRED_PLATFORM
+) -> Mapping[str, Any] | None:
+    """The index entry a node would most likely pull: `platform` (os, architecture; the resolver
+    assumes linux/amd64, the puller knows its node's) first, else the first entry.
 
     Attestation entries (`unknown/unknown`, as BuildKit writes them) are never chosen."""
     entries = [
@@ -101,7 +103,7 @@ def choose_platform_entry(index: Mapping[str, Any]) -> Mapping[str, Any] | None:
         and _platform(e) != ("unknown", "unknown")
     ]
     for entry in entries:
-        if _platform(entry) == PREFERRED_PLATFORM:
+        if _platform(entry) == platform:
             return entry
     return entries[0] if entries else None
 
@@ -208,8 +210,7 @@ class ImageFacts:
             parsed = parse_reference(reference)
         except InvalidImageReference as exc:
             return cls(reference, "", "", None, error=f"invalid reference: {exc}", error_kind="invalid")
-        return cls(reference, intern(parsed.registry), intern(parsed.repository), intern(parsed.tag),
-                   digest=intern(parsed.digest))
+        return cls(reference, parsed.registry, parsed.repository, parsed.tag, digest=parsed.digest)
 
     @property
     def pinned(self) -> bool:
@@ -242,7 +243,7 @@ class ImageFacts:
 
     def with_error(self, kind: str, text: str, at: dt.datetime) -> "ImageFacts":
         """The same facts (last digest kept) with a failed lookup recorded."""
-        return replace(self, error=intern(text), error_kind=intern(kind), resolved_at=at)
+        return replace(self, error=text, error_kind=kind, resolved_at=at)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -265,11 +266,11 @@ class ImageFacts:
 def skill_metadata(annotations: Mapping[str, str]) -> dict[str, Any]:
     """ImageFacts fields from manifest annotations (skillimage and agentskills layouts)."""
     return {
-        "title": intern(annotations.get(TITLE)),
-        "description": intern(annotations.get(DESCRIPTION)),
-        "version": intern(annotations.get(VERSION)),
-        "status": intern(annotations.get(SKILLIMAGE_STATUS)),
-        "agentskills_name": intern(annotations.get(AGENTSKILLS_NAME)),
+        "title": annotations.get(TITLE),
+        "description": annotations.get(DESCRIPTION),
+        "version": annotations.get(VERSION),
+        "status": annotations.get(SKILLIMAGE_STATUS),
+        "agentskills_name": annotations.get(AGENTSKILLS_NAME),
         "bundle_skills": bundle_skills(annotations),
     }
 
@@ -289,13 +290,7 @@ def bundle_skills(annotations: Mapping[str, str]) -> tuple[str, ...] | None:
         names = parsed if isinstance(parsed, list) else []
     else:
         names = text.split(",")
-    return tuple(intern(n.strip()) for n in names if isinstance(n, str) and n.strip())
-
-
-def intern(value: str | None) -> str | None:
-    """One shared copy of a string many facts repeat (registry, repository, media types, versions,
-    error texts), so 10,000 images of one registry do not hold 10,000 copies of each."""
-    return sys.intern(value) if type(value) is str else value
+    return tuple(n.strip() for n in names if isinstance(n, str) and n.strip())
 
 
 # -- what /mutate reads ---------------------------------------------------------------------------

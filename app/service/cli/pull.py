@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--registry-auth", action="append", default=[], type=Path, metavar="PATH",
                         help="a docker config.json, or a directory of mounted pull secrets (*/.dockerconfigjson, "
                         "*/.dockercfg); repeatable; missing means anonymous")
-    parser.add_argument("--platform", metavar="linux/ARCH",
+    parser.add_argument("--platform", type=_platform, metavar="linux/ARCH",
                         help="the index entry to unpack (default: this machine's, else the first entry)")
     parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"bound on each registry request and each wait for bytes (default {DEFAULT_TIMEOUT:g})")
@@ -67,6 +68,12 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return value
+
+
+def _platform(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?", text):
+        raise argparse.ArgumentTypeError("expected OS/ARCH, e.g. linux/arm64")
+    return text
 
 
 def _positive_float(text: str) -> float:

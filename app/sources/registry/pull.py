@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
-from app.core.registry_facts import INDEXES, IMAGE_MANIFESTS
+from app.core.registry_facts import INDEXES, IMAGE_MANIFESTS, choose_platform_entry
 from app.core.validation.oci import InvalidImageReference, parse_reference
 from app.sources.registry.client import Manifest, RegistryClient, RegistryError, parse_docker_config
 from app.sources.registry.unpack import LAYER_COMPRESSION, Limits, Unpacker, UnpackError, empty_directory, entry_parts
@@ -187,7 +187,8 @@ async def _image_manifest(client: RegistryClient, registry: str, repository: str
             return manifest
         if media_type not in INDEXES:
             raise PullError(f"manifest media type {media_type or 'none'} is neither an image nor an index")
-        entry = platform_entry(manifest.document, platform)
+        os_name, _, architecture = platform.partition("/")
+        entry = choose_platform_entry(manifest.document, (os_name, architecture.split("/")[0]))
         if entry is None:
             raise PullError("the index lists no image")
         digest = _descriptor_digest(entry, "index entry")
@@ -195,25 +196,6 @@ async def _image_manifest(client: RegistryClient, registry: str, repository: str
         _verify(child.body, digest, f"index entry {digest[:19]}")
         manifest = child
     raise PullError(f"indexes nested more than {_MAX_INDEX_DEPTH} deep")
-
-
-def platform_entry(index: Mapping[str, Any], platform: str) -> Mapping[str, Any] | None:
-    """The entry for `os/arch[/variant]`, else the first (never an attestation, `unknown/unknown`)."""
-    wanted = platform.split("/")
-    entries = [e for e in index.get("manifests") or () if isinstance(e, Mapping)]
-    entries = [e for e in entries if _platform_of(e)[:2] != ["unknown", "unknown"]]
-    for entry in entries:
-        if _platform_of(entry)[: len(wanted)] == wanted:
-            return entry
-    return entries[0] if entries else None
-
-
-def _platform_of(entry: Mapping[str, Any]) -> list[str]:
-    platform = entry.get("platform")
-    if not isinstance(platform, Mapping):
-        return []
-    found = [str(platform.get("os", "")), str(platform.get("architecture", ""))]
-    return found + [str(platform["variant"])] if platform.get("variant") else found
 
 
 def _layers(manifest: Manifest) -> list[Mapping[str, Any]]:
