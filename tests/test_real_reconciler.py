@@ -60,9 +60,14 @@ def test_two_replicas_elect_one_leader_on_a_real_lease_and_the_other_takes_over(
     common = ("--reconcile", "report", "--leader-election-namespace", ns, *ELECTION)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with serving(tmp_path / "a", cluster.kubeconfig, *common, "--leader-election-identity", "replica-a", name="a") as a, \
-            serving(tmp_path / "b", cluster.kubeconfig, *common, "--leader-election-identity", "replica-b", name="b") as b:
+    # Both start at once (each is waited for below), so that either may win the first election.
+    with serving(tmp_path / "a", cluster.kubeconfig, *common, "--leader-election-identity", "replica-a", name="a",
+                 wait_ready=False) as a, \
+            serving(tmp_path / "b", cluster.kubeconfig, *common, "--leader-election-identity", "replica-b", name="b",
+                    wait_ready=False) as b:
         replicas = {"replica-a": a, "replica-b": b}
+        for served in replicas.values():
+            wait_until(lambda: served.process.check_alive() is None and served.ready(), 30, f"{served.process.name} ready")
         first = wait_until(lambda: holder(cluster, ns), 15, "a holder of the Lease")
         assert first in replicas
         other = next(name for name in replicas if name != first)
