@@ -224,16 +224,3 @@ def test_batched_publishes_equal_applying_each_update_in_turn(steps) -> None:
         model.update(batch)
         assert dict(cache.snapshot()) == model and len(cache) == len(model)
         assert dict(before) == frozen  # what a reader holds never changes under it
-
-
-def test_facts_of_many_images_share_their_repeated_strings() -> None:
-    a, b = ImageFacts.unresolved("r.io/team/skill-a:v1"), ImageFacts.unresolved("r.io/team/skill-a:v1@" + DIGEST)
-    assert a.registry is b.registry and a.repository is b.repository
-    text = "".join(["regis", "try answered 503"])  # built at run time: a fresh string each time
-    now = __import__("datetime").datetime.now()
-    assert a.with_error("server_error", text, now).error is b.with_error("server_error", "".join(["registry", " answered 503"]), now).error
-    version = "".join(["1.", "2.0"])
-    first = supply.skill_metadata({supply.VERSION: version, supply.TITLE: "t"})
-    second = supply.skill_metadata({supply.VERSION: "".join(["1.2", ".0"])})
-    assert first["version"] is second["version"] and first["status"] is None
-    assert not hasattr(a, "annotations")  # the raw mapping is not kept: only the fields read from it

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from app.core.objects import text_of
+
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 
 
@@ -73,12 +75,12 @@ def parse_admission_review(body: Any) -> AdmissionRequest:
         kind = {}
     return AdmissionRequest(
         uid=uid,
-        operation=_str(request.get("operation")),
-        namespace=_str(request.get("namespace")),
-        group=_str(kind.get("group")),
-        kind=_str(kind.get("kind")),
-        sub_resource=_str(request.get("subResource")),
-        name=_str(request.get("name")),
+        operation=text_of(request.get("operation")),
+        namespace=text_of(request.get("namespace")),
+        group=text_of(kind.get("group")),
+        kind=text_of(kind.get("kind")),
+        sub_resource=text_of(request.get("subResource")),
+        name=text_of(request.get("name")),
         dry_run=request.get("dryRun") is True,
         object=request.get("object"),
         old_object=request.get("oldObject"),
@@ -103,7 +105,3 @@ def admission_response(uid: str, decision: AdmissionDecision) -> dict[str, Any]:
         # The API server truncates long warnings; keep each one readable.
         response["warnings"] = [w[:1024] for w in decision.warnings]
     return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""

@@ -6,13 +6,14 @@ from typing import Any
 
 from app.core.model import WorkloadRef, api_group
 from app.core.names import LABEL_POD_TEMPLATE_HASH
+from app.core.objects import mapping_of
 
 APPS = "apps"
 
 
 def controller_owner(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The owner reference with `controller: true`, else the first one, else None."""
-    refs = _dict(pod.get("metadata")).get("ownerReferences")
+    refs = mapping_of(pod.get("metadata")).get("ownerReferences")
     if not isinstance(refs, list):
         return None
     refs = [r for r in refs if isinstance(r, dict)]
@@ -30,7 +31,7 @@ def resolve_workload(pod: dict[str, Any]) -> tuple[WorkloadRef, ...]:
     AgentRuntime written against apps/v1 must keep matching whatever version the owner reference
     carries.
     """
-    metadata = _dict(pod.get("metadata"))
+    metadata = mapping_of(pod.get("metadata"))
     owner = controller_owner(pod)
     if owner is None:
         name = metadata.get("name")
@@ -40,12 +41,8 @@ def resolve_workload(pod: dict[str, Any]) -> tuple[WorkloadRef, ...]:
         return ()
     group = api_group(owner.get("apiVersion") if isinstance(owner.get("apiVersion"), str) else "")
     if group == APPS and kind == "ReplicaSet":
-        template_hash = _dict(metadata.get("labels")).get(LABEL_POD_TEMPLATE_HASH)
+        template_hash = mapping_of(metadata.get("labels")).get(LABEL_POD_TEMPLATE_HASH)
         suffix = f"-{template_hash}" if isinstance(template_hash, str) and template_hash else None
         if suffix and name.endswith(suffix) and len(name) > len(suffix):
             return (WorkloadRef(APPS, "Deployment", name[: -len(suffix)]), WorkloadRef(APPS, kind, name))
     return (WorkloadRef(group, kind, name),)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple, Sequence
 import orjson
 
 from app.core.model import Skill
+from app.core.objects import text_of
 
 if TYPE_CHECKING:
     from app.core.mutation.delivery import SkillDelivery
@@ -97,12 +98,8 @@ def read_injected_record(value: Any) -> InjectedRecord | None:
         return None
     skills = parsed.get("skills")
     return InjectedRecord(
-        agent_runtime=_text(parsed.get("agentRuntime")),
-        container=_text(parsed.get("container")),
+        agent_runtime=text_of(parsed.get("agentRuntime")),
+        container=text_of(parsed.get("container")),
         skills={k: v for k, v in skills.items() if isinstance(v, str)} if isinstance(skills, dict) else {},
-        fingerprint=_text(parsed.get("fingerprint")),
+        fingerprint=text_of(parsed.get("fingerprint")),
     )
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""

@@ -27,6 +27,7 @@ from app.core.mutation.review import MutationOptions
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.mutation.skill_images import SupplyPlan, plan_supply
 from app.core.matching.workload import resolve_workload
+from app.core.objects import list_of, mapping_of, text_of
 
 # What `Staleness.reason` says (also the `reason` of `skill-webhook stale -o json`).
 CURRENT = "current"  # the record matches what would be injected now
@@ -187,10 +188,10 @@ def pod_staleness(
 ) -> Staleness:
     """Judge one pod (a pod dict, or a compact record with `as_pod()`) against the index as it is now."""
     obj = pod if isinstance(pod, dict) else pod.as_pod()
-    metadata = _dict(obj.get("metadata"))
-    namespace, name = _text(metadata.get("namespace")), _text(metadata.get("name"))
-    labels = _dict(metadata.get("labels"))
-    record = read_injected_record(_dict(metadata.get("annotations")).get(options.domain.skills_injected))
+    metadata = mapping_of(obj.get("metadata"))
+    namespace, name = text_of(metadata.get("namespace")), text_of(metadata.get("name"))
+    labels = mapping_of(metadata.get("labels"))
+    record = read_injected_record(mapping_of(metadata.get("annotations")).get(options.domain.skills_injected))
     recorded_name = record.agent_runtime if record is not None else ""
 
     def verdict(stale: bool, reason: str, runtime: AgentRuntime | None = None, **rest: Any) -> Staleness:
@@ -291,24 +292,24 @@ class _InPod(NamedTuple):
 def _injected_in_pod(pod: dict[str, Any], record: InjectedRecord) -> dict[str, _InPod]:
     """Per recorded skill, what the pod really has, read from its spec (the record keeps only images).
     Empty when the pod came without its spec (a compact informer record)."""
-    spec = _dict(pod.get("spec"))
-    volumes = {v.get("name"): v for v in _list(spec.get("volumes")) if isinstance(v, dict)}
-    containers = [c for c in _list(spec.get("containers")) if isinstance(c, dict)]
+    spec = mapping_of(pod.get("spec"))
+    volumes = {v.get("name"): v for v in list_of(spec.get("volumes")) if isinstance(v, dict)}
+    containers = [c for c in list_of(spec.get("containers")) if isinstance(c, dict)]
     container = next((c for c in containers if c.get("name") == record.container), None)
-    mounts = {m.get("name"): m for m in _list(_dict(container).get("volumeMounts")) if isinstance(m, dict)}
+    mounts = {m.get("name"): m for m in list_of(mapping_of(container).get("volumeMounts")) if isinstance(m, dict)}
     found: dict[str, _InPod] = {}
     for skill in record.skills:
         volume = volumes.get(volume_name(skill))
         mount = mounts.get(volume_name(skill))
         if volume is None and mount is None:
             continue
-        image = _dict(_dict(volume).get("image"))
-        path, sub_path = _dict(mount).get("mountPath"), _dict(mount).get("subPath")
+        image = mapping_of(mapping_of(volume).get("image"))
+        path, sub_path = mapping_of(mount).get("mountPath"), mapping_of(mount).get("subPath")
         found[skill] = _InPod(
             path if isinstance(path, str) else None,
-            _text(image.get("pullPolicy")) or None,
+            text_of(image.get("pullPolicy")) or None,
             sub_path if isinstance(sub_path, str) and sub_path else None,
-            "extract" if "emptyDir" in _dict(volume) else "image",
+            "extract" if "emptyDir" in mapping_of(volume) else "image",
         )
     return found
 
@@ -346,15 +347,3 @@ def _differences(
         # The fingerprint moved but neither the record nor the pod's spec at hand says where.
         lines.append("mountPath, pullPolicy, path or delivery changed" if unexplained else "injected skills changed")
     return tuple(lines)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""

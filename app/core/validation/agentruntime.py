@@ -29,10 +29,11 @@ from app.core.model import (
     is_agentruntime,
 )
 from app.core.names import DEFAULT_DOMAIN, Domain
+from app.core.objects import text_of
 
 from app.core.validation import fields as f
 from app.core.validation.fields import FieldPath
-from app.core.validation.findings import Findings, ValidationReport, short_value, type_name, well_typed
+from app.core.validation.findings import Findings, ValidationReport, short_value, type_name
 from app.core.validation.images import check_image_facts
 from app.core.validation.skills import DELIVERY_VALUES, SkillsSource, check_skills, skills_source
 
@@ -233,13 +234,12 @@ def _check_metadata(raw: Any, findings: Findings) -> tuple[str, str]:
     if not isinstance(raw, dict):
         findings.add(f.invalid(_METADATA, type_name(raw), "must be an object"))
         return "", ""
-    meta = findings.typed_fields(ObjectMeta, raw, _METADATA)
+    meta = findings.typed(ObjectMeta, raw, _METADATA)
     if meta is None:
-        return _str_or_empty(raw.get("name")), _str_or_empty(raw.get("namespace"))
-    name, namespace = meta.get("name", ""), meta.get("namespace", "")
-    if not name and not _str_or_empty(raw.get("generateName")):
+        return text_of(raw.get("name")), text_of(raw.get("namespace"))
+    if not meta.name and not text_of(raw.get("generateName")):
         findings.add(f.required(_METADATA.child("name"), "name or generateName is required"))
-    return name, namespace
+    return meta.name, meta.namespace
 
 
 def _check_target_ref(raw: Any, findings: Findings) -> WorkloadRef | None:
@@ -250,11 +250,10 @@ def _check_target_ref(raw: Any, findings: Findings) -> WorkloadRef | None:
     if not isinstance(raw, dict):
         findings.add(f.invalid(_TARGET_REF, type_name(raw), "must be an object"))
         return None
-    ref = findings.typed_fields(TargetRef, raw, _TARGET_REF)
-    values = ref if ref is not None else raw
+    ref = findings.typed(TargetRef, raw, _TARGET_REF)
     complete = ref is not None
     for key in ("apiVersion", "kind", "name"):
-        value = values.get(key, "")
+        value = getattr(ref, key) if ref is not None else raw.get(key, "")
         if not isinstance(value, str):
             continue  # its type error is already reported
         if not value:
@@ -265,11 +264,10 @@ def _check_target_ref(raw: Any, findings: Findings) -> WorkloadRef | None:
             complete = False
     if ref is None or not complete:
         return None
-    api_version, kind = ref.get("apiVersion", ""), ref.get("kind", "")
-    problem = target_group_problem(api_version, kind)
+    problem = target_group_problem(ref.apiVersion, ref.kind)
     if problem is not None:
         findings.warn(_TARGET_REF.child("apiVersion"), problem)
-    return WorkloadRef(api_group(api_version), kind, ref.get("name", ""))
+    return ref.workload
 
 
 def target_group_problem(api_version: str, kind: str) -> str | None:
@@ -334,13 +332,7 @@ def _old_workload(old_object: Any) -> WorkloadRef | None:
     raw = spec.get("targetRef") if isinstance(spec, dict) else None
     if not isinstance(raw, dict):
         return None
-    if well_typed(TargetRef, raw):
-        return WorkloadRef(api_group(raw.get("apiVersion", "")), raw.get("kind", ""), raw.get("name", ""))
     try:
         return TargetRef.model_validate(raw).workload
     except ValidationError:
         return None
-
-
-def _str_or_empty(value: Any) -> str:
-    return value if isinstance(value, str) else ""

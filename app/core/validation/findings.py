@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import types
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union, get_args, get_origin
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ValidationError
 
@@ -54,15 +52,6 @@ class Findings:
         except ValidationError as exc:
             self.errors.extend(pydantic_field_errors(exc, FieldPath(base)))
             return None
-
-    def typed_fields(self, model: type[BaseModel], raw: dict, base: tuple[str | int, ...]) -> Mapping[str, Any] | None:
-        """The model's verdict on `raw` without building the model when it can be read off the dict:
-        a mapping whose fields have the model's types (`raw` itself when `well_typed`, else the
-        fields pydantic made of it), or None after reporting each type error beneath `base`."""
-        if well_typed(model, raw):
-            return raw
-        built = self.typed(model, raw, base)
-        return None if built is None else dict(built)
 
     def error_texts(self, order: Mapping[str, Mapping[str, int]]) -> tuple[str, ...]:
         """The errors of `report`, rendered and in the same order, without the warnings."""
@@ -117,55 +106,3 @@ def type_name(value: Any) -> str:
 def short_value(value: Any) -> Any:
     """Scalars are shown as they are; containers by their type (a nested object is no help)."""
     return value if value is None or isinstance(value, (str, int, float, bool)) else type_name(value)
-
-
-# -- the model's types, read off the dict ----------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def string_fields(model: type[BaseModel]) -> tuple[tuple[str, bool, bool], ...] | None:
-    """(field, required, None allowed) of every field of `model`, when the model is one whose verdict
-    on a dict can be read off it: every field a plain `str` (or `str | None`) under its own name,
-    unknown keys allowed, no validators and no settings that change values. None for any other model,
-    which pydantic then validates every time. Derived from the model, so it never drifts from it."""
-    if set(model.model_config) - {"extra", "frozen"} or model.model_config.get("extra") != "allow":
-        return None
-    decorators = model.__pydantic_decorators__
-    if decorators.validators or decorators.field_validators or decorators.root_validators or decorators.model_validators:
-        return None
-    table = []
-    for name, info in model.model_fields.items():
-        if info.alias not in (None, name) or info.validation_alias not in (None, name) or info.metadata:
-            return None
-        annotation = info.annotation
-        if annotation is str:
-            allow_none = False
-        elif get_origin(annotation) in (Union, types.UnionType) and set(get_args(annotation)) == {str, type(None)}:
-            allow_none = True
-        else:
-            return None
-        table.append((name, info.is_required(), allow_none))
-    return tuple(table)
-
-
-def well_typed(model: type[BaseModel], raw: dict) -> bool:
-    """True when pydantic would accept `raw` as `model` with every field as it stands: each field of
-    the model that is present a `str` (or None where allowed), each required one present, every key a
-    string. False means "ask pydantic" (it may still accept, e.g. a str subclass), never "invalid"."""
-    table = string_fields(model)
-    if table is None:
-        return False
-    get = raw.get
-    for name, required, allow_none in table:
-        value = get(name, _ABSENT)
-        if type(value) is str or (allow_none and value is None):
-            continue
-        if value is not _ABSENT or required:
-            return False
-    for key in raw:
-        if type(key) is not str:
-            return False
-    return True
-
-
-_ABSENT = object()

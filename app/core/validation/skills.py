@@ -5,13 +5,12 @@ prunes it), in the annotation `<domain>/skill-images` as a JSON array of the sam
 "Running beside the rossoctl operator"). `skills_source` finds the one list an object declares and
 says where; `check_skills` checks it with field paths beneath that place.
 
-This runs for every skill of every AgentRuntime CREATE, UPDATE and dry run, so field paths are only
-built when there is something to report, and the per-value checks are cached.
+This runs for every skill of every AgentRuntime CREATE, UPDATE and dry run, so the per-value checks
+are cached (see app.core.validation.caching).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from typing import Any, Callable, NamedTuple
@@ -24,7 +23,7 @@ from app.core.validation import fields as f
 from app.core.validation import oci, paths
 from app.core.validation.fields import FieldPath
 from app.core.validation.caching import cached_when_short
-from app.core.validation.findings import Findings, type_name, well_typed
+from app.core.validation.findings import Findings, type_name
 
 # Beyond this many items only the count is reported: it bounds the work and the message for a
 # hostile 3 MiB list while still showing every problem of any list a person would write.
@@ -97,66 +96,41 @@ def check_skills(
     names: set[str] = set()
     mount_paths: list[tuple[int, paths.Components]] = []
     unpinned: list[str] = []
-    # One pass; a field path is built only where a finding is recorded, and each check of a value
-    # (name, image with its pull policy, mount path) is cached, so a valid list costs little.
+    # One pass. Each check of a value (name, image with its pull policy, mount path) is cached, since the
+    # same values come back on every UPDATE, dry run and stored object, and a field's path is made only
+    # for a finding.
     for i, item in enumerate(raw[:MAX_EXAMINED_SKILLS]):
+        at = base.index(i)
         if not isinstance(item, dict):
-            findings.add(f.invalid(base.index(i), type_name(item), "must be an object"))
+            findings.add(f.invalid(at, type_name(item), "must be an object"))
             continue
-        if well_typed(Skill, item):
-            name, image, mount_path = item["name"], item["image"], item["mountPath"]
-            pull_policy, skill_path = item.get("pullPolicy"), item.get("path")
-            if len(name) + len(image) + len(mount_path) + len(pull_policy or "") <= _CACHED_SKILL_CHARS \
-                    and (skill_path is None or not paths.skill_path_problems(skill_path)):
-                clean = clean_skill(name, image, mount_path, pull_policy, registry_allow)
-                if clean is not None and name not in names:  # nothing to report: the common case
-                    names.add(name)
-                    if not clean[0]:
-                        unpinned.append(name)
-                    mount_paths.append((i, clean[1]))
-                    if not item.keys() <= SKILL_FIELDS:
-                        _warn_unknown_fields(item, base.index(i), findings)
-                    continue
-        else:
-            skill = findings.typed(Skill, item, base.index(i))
-            if skill is None:  # check what is well-typed; the type errors are already reported
-                values = {k: v for k, v in item.items() if k in SKILL_FIELDS and isinstance(v, str)}
-                name, image = values.get("name"), values.get("image")
-                mount_path, pull_policy = values.get("mountPath"), values.get("pullPolicy")
-                skill_path = values.get("path")
-            else:
-                name, image, mount_path, pull_policy = skill.name, skill.image, skill.mountPath, skill.pullPolicy
-                skill_path = skill.path
-        name_ok = False
-        if name is not None:
-            if name and name not in names and not skill_name_problems(name):
-                name_ok = True
-            else:
-                name_ok = _check_name(base.index(i).child("name"), name, names, findings)
-            if name_ok:
-                names.add(name)
+        # The model reports each type error; the rules below check whatever is a string.
+        findings.typed(Skill, item, at)
+        values = {k: v for k, v in item.items() if k in SKILL_FIELDS and isinstance(v, str)}
+        name, image, mount_path = values.get("name"), values.get("image"), values.get("mountPath")
+        pull_policy, skill_path = values.get("pullPolicy"), values.get("path")
+        name_ok = name is not None and _check_name(at, name, names, findings)
+        if name_ok:
+            names.add(name)
         if image is not None:
             errors, warnings, pinned = image_verdict(image, pull_policy == "Always", registry_allow)
             if errors or warnings:
-                path = base.index(i).child("image")
+                path = at.child("image")
                 for make, args in errors:
                     findings.add(make(path, *args))
                 for text in warnings:
                     findings.warn(path, text)
             if pinned is False:
-                unpinned.append(name if name_ok else str(base.index(i)))
-        if mount_path is not None:
-            if mount_path and "," not in mount_path and not paths.mount_path_problems(mount_path):
-                mount_paths.append((i, paths.components(mount_path)))
-            elif _check_mount_path(base.index(i).child("mountPath"), mount_path, findings):
-                mount_paths.append((i, paths.components(mount_path)))
+                unpinned.append(name if name_ok else str(at))
+        if mount_path is not None and _check_mount_path(at, mount_path, findings):
+            mount_paths.append((i, paths.components(mount_path)))
         if pull_policy is not None and pull_policy not in PULL_POLICIES:
-            findings.add(f.not_supported(base.index(i).child("pullPolicy"), pull_policy, PULL_POLICIES))
+            findings.add(f.not_supported(at.child("pullPolicy"), pull_policy, PULL_POLICIES))
         if skill_path is not None:
             for problem in paths.skill_path_problems(skill_path):
-                findings.add(f.invalid(base.index(i).child("path"), skill_path, problem))
+                findings.add(f.invalid(at.child("path"), skill_path, problem))
         if not item.keys() <= SKILL_FIELDS:
-            _warn_unknown_fields(item, base.index(i), findings)
+            _warn_unknown_fields(item, at, findings)
     if mount_paths:
         _check_overlaps(raw, mount_paths, findings, base)
     if unpinned:
@@ -175,29 +149,6 @@ def _warn_unknown_fields(item: dict, path: FieldPath, findings: Findings) -> Non
             findings.warn(path.child(key), "unknown field, ignored")
 
 
-# Skills whose strings add up to more than this are checked field by field, uncached (see caching).
-_CACHED_SKILL_CHARS = 2048
-
-
-@functools.lru_cache(maxsize=4096)
-def clean_skill(
-    name: str, image: str, mount_path: str, pull_policy: str | None, registry_allow: tuple[str, ...]
-) -> tuple[bool, paths.Components] | None:
-    """(pinned by digest, mount path components) of a well-typed skill on which no rule of its own
-    has anything to say (no error, no warning; duplicates and overlaps are decided across the list);
-    None when one has, and check_skills then records it field by field. Cached per skill."""
-    if not name or skill_name_problems(name):
-        return None
-    errors, warnings, pinned = image_verdict(image, pull_policy == "Always", registry_allow)
-    if errors or warnings or pinned is None:
-        return None
-    if not mount_path or "," in mount_path or paths.mount_path_problems(mount_path):
-        return None
-    if pull_policy is not None and pull_policy not in PULL_POLICIES:
-        return None
-    return pinned, paths.components(mount_path)
-
-
 @cached_when_short(maxsize=4096, longest=4 * MAX_SKILL_NAME_LENGTH)
 def skill_name_problems(name: str) -> tuple[str, ...]:
     """Why a non-empty skill name is not usable (empty when it is)."""
@@ -210,16 +161,16 @@ def skill_name_problems(name: str) -> tuple[str, ...]:
     return tuple(problems)
 
 
-def _check_name(path: FieldPath, name: str, seen: set[str], findings: Findings) -> bool:
-    """True when the name is valid (duplicates are reported here, and are valid names)."""
+def _check_name(at: FieldPath, name: str, seen: set[str], findings: Findings) -> bool:
+    """True when the name of the skill `at` is valid (duplicates are reported here, and are valid names)."""
     if not name:
-        findings.add(f.required(path))
+        findings.add(f.required(at.child("name")))
         return False
     problems = skill_name_problems(name)
     for problem in problems:
-        findings.add(f.invalid(path, name, problem))
+        findings.add(f.invalid(at.child("name"), name, problem))
     if not problems and name in seen:
-        findings.add(f.duplicate(path, name))
+        findings.add(f.duplicate(at.child("name"), name))
     return not problems
 
 
@@ -256,16 +207,19 @@ def image_verdict(
     return errors, warnings, reference.pinned
 
 
-def _check_mount_path(path: FieldPath, mount_path: str, findings: Findings) -> bool:
+def _check_mount_path(at: FieldPath, mount_path: str, findings: Findings) -> bool:
+    """True when the mount path of the skill `at` is usable (it may still overlap another)."""
     if not mount_path:
-        findings.add(f.required(path))
+        findings.add(f.required(at.child("mountPath")))
         return False
     problems = paths.mount_path_problems(mount_path)
     for problem in problems:
-        findings.add(f.invalid(path, mount_path, problem))
+        findings.add(f.invalid(at.child("mountPath"), mount_path, problem))
     if "," in mount_path:
         # SKILL_FOLDERS is comma-separated: an agent splitting it would see two folders, neither real.
-        findings.warn(path, f"{json.dumps(mount_path)} contains \",\", which SKILL_FOLDERS uses as separator")
+        findings.warn(
+            at.child("mountPath"), f"{json.dumps(mount_path)} contains \",\", which SKILL_FOLDERS uses as separator"
+        )
     return not problems
 
 

@@ -9,7 +9,6 @@ bytes, and the store takes an event in O(1).
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -19,6 +18,7 @@ import kubernetes.client
 from app.core.matching.workload import resolve_workload
 from app.core.model import WorkloadRef
 from app.core.names import LABEL_POD_TEMPLATE_HASH, Domain
+from app.core.objects import mapping_of, text_of
 from app.core.staleness.rollout import OwnerRef
 
 from app.sources.kube.listwatch import ListWatch, ReflectorTuning
@@ -121,31 +121,31 @@ def summarize(obj: Any, domain: Domain) -> PodSummary | None:
     keeps none of it but the strings it names); None for one without a name."""
     if not isinstance(obj, dict):
         return None
-    metadata = _dict(obj.get("metadata"))
+    metadata = mapping_of(obj.get("metadata"))
     name, namespace = metadata.get("name"), metadata.get("namespace")
     if not isinstance(name, str) or not name or not isinstance(namespace, str):
         return None
     prefix = domain.prefix + "/"
     labels = _share(tuple(
         sorted(
-            (sys.intern(key), sys.intern(value))
-            for key, value in _dict(metadata.get("labels")).items()
+            (key, value)
+            for key, value in mapping_of(metadata.get("labels")).items()
             if isinstance(value, str) and (key.startswith(prefix) or key == LABEL_POD_TEMPLATE_HASH)
         )
     ), _LABELS)
-    injected = _dict(metadata.get("annotations")).get(domain.skills_injected)
-    status = _dict(obj.get("status"))
+    injected = mapping_of(metadata.get("annotations")).get(domain.skills_injected)
+    status = mapping_of(obj.get("status"))
     return PodSummary(
-        namespace=sys.intern(namespace),
+        namespace=namespace,
         name=name,
-        uid=_text(metadata.get("uid")),
-        resource_version=_text(metadata.get("resourceVersion")),
+        uid=text_of(metadata.get("uid")),
+        resource_version=text_of(metadata.get("resourceVersion")),
         labels=labels,
         owner=_owner(metadata.get("ownerReferences")),
         skills_injected=injected if isinstance(injected, str) else None,
         ready=_ready(status.get("conditions")),
         deleting=bool(metadata.get("deletionTimestamp")),
-        phase=sys.intern(_text(status.get("phase"))),
+        phase=text_of(status.get("phase")),
         injected_key=domain.skills_injected,
         workloads=_share(resolve_workload(obj), _WORKLOADS),
     )
@@ -268,19 +268,11 @@ def _owner(refs: Any) -> OwnerRef | None:
     chosen = next((r for r in refs if r.get("controller") is True), refs[0] if refs else None)
     if chosen is None:
         return None
-    return _share(OwnerRef(sys.intern(_text(chosen.get("apiVersion"))), sys.intern(_text(chosen.get("kind"))),
-                           _text(chosen.get("name")), chosen.get("controller") is True), _OWNERS)
+    return _share(OwnerRef(text_of(chosen.get("apiVersion")), text_of(chosen.get("kind")),
+                           text_of(chosen.get("name")), chosen.get("controller") is True), _OWNERS)
 
 
 def _ready(conditions: Any) -> bool:
     if not isinstance(conditions, list):
         return False
     return any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""

@@ -19,7 +19,6 @@ from app.core.registry_facts import (
     choose_platform_entry,
     config_media_type,
     index_entry_mountability,
-    intern,
     is_index,
     manifest_mountability,
     skill_metadata,
@@ -63,7 +62,6 @@ async def resolve_image(
     if not verify:
         return replace(facts, signature="off", signature_reason="")
     verdict, reason = await verify_image(client, registry, repository, facts.digest or "", keys)
-    reason = intern(reason)
     if verdict == "unknown" and previous is not None and previous.digest == facts.digest \
             and previous.signature in ("verified", "unverified"):
         # A registry hiccup on the signature tag does not undo what we verified for these bytes.
@@ -90,11 +88,11 @@ async def _describe(client: RegistryClient, base: ImageFacts, registry: str, rep
     # images must not hold 10,000 copies of the same media types and annotation mappings.
     return replace(
         base,
-        digest=intern(manifest.digest),
-        media_type=intern(manifest.media_type),
-        config_media_type=intern(config_type),
+        digest=manifest.digest,
+        media_type=manifest.media_type,
+        config_media_type=config_type,
         mountable=decision.mountable,
-        mount_reason=intern(decision.reason),
+        mount_reason=decision.reason,
         error=None,
         error_kind=None,
         resolved_at=_now(),
