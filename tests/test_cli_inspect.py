@@ -81,3 +81,31 @@ def test_the_console_script(images) -> None:
     )
     assert done.returncode == 1
     assert "not mountable: an OCI artifact with an empty config" in done.stdout
+
+
+def test_a_plain_http_registry_says_to_list_it_as_insecure(images, capsys) -> None:
+    plain = shared_registries().plain.host
+    assert main(["inspect", f"{plain}/inspect/nothing:v1"]) == 1
+    out = capsys.readouterr().out
+    assert (f"{plain}/inspect/nothing:v1: error: TLS: the registry answered in plain HTTP; if it has no TLS, "
+            "add it to --insecure-registries") in out
+    assert "_ssl.c" not in out and "WRONG_VERSION_NUMBER" not in out
+    assert main(["inspect", f"{plain}/inspect/nothing:v1", "--insecure-registries", plain]) == 1
+    assert f"{plain}/inspect/nothing:v1: error: tag not found" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, content, message", [
+    ("--registry-auth", None, "--registry-auth {path}: no such file"),
+    ("--registry-auth", "{not json", "--registry-auth {path}: not a usable docker config.json: "),
+    ("--registry-ca", None, "--registry-ca {path}: no such file"),
+    ("--registry-ca", "not a certificate", "--registry-ca {path}: not a PEM CA bundle"),
+])
+def test_unusable_registry_files_stop_the_command(images, tmp_path, capsys, flag, content, message) -> None:
+    host = images[0]
+    path = tmp_path / "file"
+    if content is not None:
+        path.write_text(content)
+    assert main(["inspect", f"{host}/inspect/resume-reviewer:v1", flag, str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"skill-webhook inspect: {message.format(path=path)}")
+    assert len(err.splitlines()) == 1

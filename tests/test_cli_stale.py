@@ -1,19 +1,31 @@
 """`skill-webhook stale` against the stand-in API server: what it lists before a rollout, nothing after,
-the JSON form, the namespace filter, the domain, and a clear failure when the cluster cannot be read."""
+the JSON form, the namespace filter, the domain, a moved tag seen through a real registry (as the
+server's reconciler sees it), and one clear line when the cluster cannot be read."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from app.core.mutation.review import MutationOptions, mutate_pod
+from app.core.mutation.skill_images import SupplyPlan
 from app.core.names import Domain
+from app.core.registry_facts import ImageFacts
+from app.core.staleness.pods import StalenessOptions, pod_staleness
 from app.service.cli.main import main
+from app.sources.registry.client import RegistryClient
+from app.sources.registry.lookup import resolve_many
 from tests.apiserver_standin import pod
+from tests.builders import apply_patch
 from tests.informer_harness import KUBECONFIG
 from tests.reconciler_harness import EVICT, NS, V1, V2, Harness, standin_cluster
+from tests.registry_harness import Layout, shared_registries, skillimage
 
 
 def stale(capsys, kubeconfig: Path, *args: str) -> tuple[int, str, str]:
@@ -94,12 +106,25 @@ def test_reads_labels_and_annotations_under_the_given_domain(cluster: Harness, c
     assert [(r["pod"], r["reason"]) for r in report["stale"]] == [("web-7d9f-r", "no-record")]
 
 
-def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path, capsys) -> None:
+def test_an_unreachable_cluster_is_one_clear_line(tmp_path: Path, capsys) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG.format(url="http://127.0.0.1:9"))
     code, out, err = stale(capsys, kubeconfig)
-    assert code == 1 and out == ""
-    assert err.startswith("skill-webhook stale: cannot read the cluster: ")
+    assert (code, out) == (1, "")
+    assert err == "skill-webhook stale: cannot read the cluster at http://127.0.0.1:9: connection refused\n"
+
+
+def test_a_missing_kubeconfig_is_named(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, out, err = stale(capsys, Path("/nonexistent"))
+    assert (code, out, err) == (1, "", "skill-webhook stale: --kubeconfig /nonexistent: no such file\n")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    assert main(["stale"]) == 1
+    assert capsys.readouterr().err == f"skill-webhook stale: KUBECONFIG {tmp_path / 'absent'}: no such file\n"
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["stale"]) == 1
+    assert capsys.readouterr().err == (f"skill-webhook stale: no kubeconfig: {tmp_path}/.kube/config: no such file "
+                                       "(pass --kubeconfig or set KUBECONFIG)\n")
 
 
 def test_bad_arguments_are_refused(tmp_path: Path, capsys) -> None:
@@ -107,3 +132,87 @@ def test_bad_arguments_are_refused(tmp_path: Path, capsys) -> None:
     assert code == 2 and "--agentruntime-api" in err
     code, _, err = stale(capsys, tmp_path / "none", "--domain", "Not A Domain")
     assert code == 2 and "DNS subdomain" in err
+    code, _, err = stale(capsys, tmp_path / "none", "--registry-allow", "https://ghcr.io")
+    assert code == 2 and err.startswith("skill-webhook stale: --registry-allow: ")
+    code, _, err = stale(capsys, tmp_path / "none", "--pin-digests", "on", "--registry-auth", "/nonexistent")
+    assert (code, err) == (1, "skill-webhook stale: --registry-auth /nonexistent: no such file\n")
+
+
+# -- a moved tag (--pin-digests on) ---------------------------------------------------------------------
+
+
+def look_up(reference: str, flags: dict[str, Any]) -> ImageFacts:
+    async def one() -> ImageFacts:
+        client = RegistryClient(**flags)
+        try:
+            return (await resolve_many(client, [reference]))[0]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(one())
+
+
+@pytest.fixture
+def moving_tag(cluster: Harness, tmp_path: Path):
+    """Two pods of a Deployment created pinned to the digest of `stable` (as `serve --pin-digests on`
+    injects them); then `stable` is moved to new content."""
+    registry = shared_registries().secure
+    layout = Layout(tmp_path / "oci")
+    old = layout.tag(skillimage(layout, "blog-writer", "1.0.0"), "one")
+    new = layout.tag(skillimage(layout, "blog-writer", "2.0.0"), "two")
+    repository = f"stale-{tmp_path.name}/blog-writer".lower()
+    registry.push(layout, "one", repository, dest_tag="stable")
+    reference = f"{registry.host}/{repository}:stable"
+    auth = registry.docker_config(tmp_path / "config.json")
+    client = {"auth_file": auth, "ca_file": registry.ca_file}
+    facts = look_up(reference, client)
+    assert facts.digest == old
+
+    def pinned(obj: dict[str, Any]) -> dict[str, Any]:
+        options = MutationOptions(supply=SupplyPlan({reference: facts}.get, "on"))
+        decision = mutate_pod(copy.deepcopy(obj), NS, cluster.index, options)
+        assert decision.allowed, decision.message
+        return apply_patch(obj, decision)
+
+    cluster.server.on_pod_create = pinned
+    cluster.runtime("writer", "web", [{"name": "blog-writer", "image": reference, "mountPath": "/skills/blog"}])
+    cluster.pods_of("web-7d9f", 2, "7d9f")
+    flags = ["--registry-auth", str(auth), "--registry-ca", str(registry.ca_file)]
+    return reference, old, new, flags, client, lambda: registry.push(layout, "two", repository, dest_tag="stable")
+
+
+def test_a_moved_tag_is_seen_with_pin_digests_as_the_reconciler_sees_it(cluster: Harness, moving_tag, capsys) -> None:
+    reference, old, new, flags, client, move = moving_tag
+    code, out, _ = stale(capsys, cluster.kubeconfig, "--pin-digests", "on", *flags)
+    assert (code, out.strip()) == (0, "no stale pods (2 agent pod(s) checked)")
+
+    move()
+    # Without pinning nothing says the tag moved: the digest each pod recorded is taken as current.
+    assert stale(capsys, cluster.kubeconfig, *flags)[1].strip() == "no stale pods (2 agent pod(s) checked)"
+    code, out, err = stale(capsys, cluster.kubeconfig, "--pin-digests", "on", *flags, "-o", "json")
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert [(r["pod"], r["reason"], r["differences"]) for r in report["stale"]] == [
+        (f"web-7d9f-p{i}", "changed", [f"blog-writer: {reference}@{old} -> {reference}@{new}"]) for i in range(2)
+    ]
+    # The same pods the server's reconciler judges stale: its options, with its resolver's facts now.
+    server_view = StalenessOptions.from_mutation(
+        MutationOptions(supply=SupplyPlan({reference: look_up(reference, client)}.get, "on")))
+    judged = {p["metadata"]["name"] for p in cluster.listed_pods() if pod_staleness(p, cluster.index, server_view).stale}
+    assert judged == {r["pod"] for r in report["stale"]}
+
+
+def test_pin_digests_from_the_environment_and_a_registry_that_cannot_be_asked(
+    cluster: Harness, moving_tag, capsys, monkeypatch
+) -> None:
+    reference, old, new, flags, _, move = moving_tag
+    move()
+    monkeypatch.setenv("SKILL_WEBHOOK_PIN_DIGESTS", "on")
+    assert json.loads(stale(capsys, cluster.kubeconfig, *flags, "-o", "json")[1])["stale"] != []
+    # Without the registry's CA the lookup fails: the pods are judged by the digest they recorded, and
+    # the reason is said once, not taken for a moved tag.
+    code, out, err = stale(capsys, cluster.kubeconfig, "--registry-auth", flags[1])
+    assert (code, out.strip()) == (0, "no stale pods (2 agent pod(s) checked)")
+    (line,) = err.splitlines()
+    assert line.startswith(f"{reference}: not looked up (TLS: ") and line.endswith(
+        "its pods are judged by the digest they recorded")

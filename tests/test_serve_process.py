@@ -30,7 +30,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.service.install.certs import load_cert
+from app.service.install.certs import load_cert, write_cert_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "manifests" / "samples"
@@ -159,9 +159,47 @@ def test_readyz_and_metrics_on_the_plain_http_port(served):
     assert families["skill_webhook_cache_synced"].samples[0].value == 1
 
 
-def test_the_webhook_port_speaks_only_tls(served):
+def test_plain_http_on_the_webhook_port_is_told_to_use_https(served):
+    response = httpx.post(f"http://127.0.0.1:{served.port}/mutate", content=SAMPLE_REVIEW_BYTES, timeout=5)
+    assert response.status_code == 400
+    assert response.json() == {"error": "this port speaks HTTPS only: use https://", "code": 400}
+    # ... and TLS on the plain-HTTP port: refused, without a warning per attempt in the log.
     with pytest.raises(httpx.TransportError):
-        httpx.post(f"http://127.0.0.1:{served.port}/mutate", content=SAMPLE_REVIEW_BYTES, timeout=5)
+        httpx.get(f"https://127.0.0.1:{served.metrics_port}/healthz", verify=False, timeout=5)
+    # The listener still serves TLS clients afterwards.
+    with httpx.Client(verify=served.verified_context(), timeout=10) as client:
+        assert client.post(served.url + "/mutate", content=SAMPLE_REVIEW_BYTES).status_code == 200
+    log = served.log.read_text()
+    assert "Invalid HTTP request" not in log and "Traceback" not in log
+
+
+def test_fastapi_own_errors_use_the_documented_json_shape(served):
+    with httpx.Client(verify=served.verified_context(), timeout=10) as client:
+        wrong_method = client.get(served.url + "/mutate")
+        unknown = client.post(served.url + "/nothing", content=b"{}")
+    assert (wrong_method.status_code, wrong_method.json()) == (
+        405, {"error": "Method Not Allowed: GET /mutate", "code": 405})
+    assert wrong_method.headers["allow"] == "POST"
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "Not Found: POST /nothing", "code": 404})
+    health = httpx.post(served.metrics_url + "/healthz", timeout=5)
+    assert (health.status_code, health.json()) == (405, {"error": "Method Not Allowed: POST /healthz", "code": 405})
+
+
+def test_the_start_is_logged_once(served):
+    lines = [json.loads(line) for line in served.log.read_text().splitlines()]
+    messages = [line["msg"] for line in lines]
+    assert messages.count("starting") == 1 and messages.count("ready") == 1
+    assert not any("server process" in m for m in messages)  # uvicorn's, once per listener
+    assert next(line for line in lines if line["msg"] == "starting")["pid"] == served.process.pid
+    assert next(line for line in lines if line["msg"] == "ready")["listening"] == [served.url, served.metrics_url]
+
+
+def test_log_format_text(tmp_path):
+    with serving(tmp_path, "--log-format", "text") as served:
+        pass
+    lines = served.log.read_text().splitlines()
+    ready = next(line for line in lines if " ready " in line)
+    assert " INFO    skill_webhook.serve: ready listening=" in ready and not ready.startswith("{")
 
 
 def test_declared_4_mib_body_gets_413_without_the_server_waiting_for_it(served):
@@ -286,7 +324,56 @@ def test_kube_source_with_a_missing_kubeconfig_is_a_clear_startup_error(tmp_path
     result = run_cli("serve", "--source", "kube", "--kubeconfig", str(tmp_path / "missing"),
                      "--port", str(free_port()), "--metrics-port", str(free_port()))
     assert result.returncode == 1
-    assert "cannot build a Kubernetes client" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr == f"skill-webhook serve: --kubeconfig {tmp_path / 'missing'}: no such file\n"
+
+
+def test_an_unreachable_api_server_is_one_clear_line(tmp_path):
+    """No urllib3 "Retrying" warnings and no line per attempt of ours: what failed, once."""
+    bundle = write_cert_bundle(tmp_path / "certs", "skill-webhook", "skill-webhook")
+    kubeconfig = unreachable_kubeconfig(tmp_path / "kubeconfig")
+    result = run_cli("serve", "--kubeconfig", str(kubeconfig), "--tls-cert-file", str(bundle.tls_cert),
+                     "--tls-key-file", str(bundle.tls_key), "--host", "127.0.0.1", "--port", str(free_port()),
+                     "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()), timeout=60)
+    assert result.returncode == 1
+    warnings_and_errors = [line for line in result.stderr.splitlines() if '"level":"info"' not in line]
+    assert warnings_and_errors == [
+        "skill-webhook serve: cannot read the API server's /version: connection refused; "
+        "set --image-volumes on|off to start without it"
+    ]
+
+
+@pytest.mark.parametrize("busy", ["--port", "--metrics-port"])
+def test_a_port_in_use_is_one_line_naming_it_and_nothing_is_ready(busy, tmp_path):
+    with closing(socket.create_server(("127.0.0.1", 0))) as taken:
+        ports = {"--port": free_port(), "--metrics-port": free_port()}
+        ports[busy] = taken.getsockname()[1]
+        result = run_cli("serve", "--source", "file", "--runtimes", str(SAMPLES), "--certs-dir", str(tmp_path / "c"),
+                         "--host", "127.0.0.1", "--metrics-host", "127.0.0.1", "--port", str(ports["--port"]),
+                         "--metrics-port", str(ports["--metrics-port"]), timeout=30)
+    assert result.returncode == 1
+    port = ports[busy]
+    assert result.stderr == (f"skill-webhook serve: {busy} {port}: cannot listen on 127.0.0.1:{port}: "
+                             "the address is already in use (another process listens there)\n")
+    assert not (tmp_path / "c").exists()  # stopped before anything else started
+
+
+def test_unusable_tls_files_are_named(tmp_path):
+    bundle = write_cert_bundle(tmp_path / "certs", "skill-webhook", "skill-webhook")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    cases = [
+        ((tmp_path / "absent.crt", bundle.tls_key), f"--tls-cert-file {tmp_path / 'absent.crt'}: no such file"),
+        ((garbage, garbage), f"--tls-cert-file {garbage} / --tls-key-file {garbage}: not a PEM certificate and its private key"),
+        ((bundle.tls_cert, bundle.ca_key),
+         f"--tls-cert-file {bundle.tls_cert} / --tls-key-file {bundle.ca_key}: the key is not the certificate's"),
+    ]
+    for (cert, key), message in cases:
+        result = run_cli("serve", "--source", "file", "--runtimes", str(SAMPLES), "--tls-cert-file", str(cert),
+                         "--tls-key-file", str(key), "--host", "127.0.0.1", "--port", str(free_port()),
+                         "--metrics-port", "0", timeout=30)
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1] == f"skill-webhook serve: {message}"
+        assert "_ssl.c" not in result.stderr
 
 
 # -- offline mutate ------------------------------------------------------------------------------------
@@ -356,8 +443,8 @@ def test_offline_mutate_into_a_closed_pipe_exits_quietly():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--source", "file", "--runtimes", "/nonexistent/runtimes"], "--runtimes /nonexistent/runtimes: no such file or directory"),
-        (["--source", "file", "--registry-allow", "ghcr.io, https://quay.io"], "--registry-allow: Value error, allow-list entry 'https://quay.io': 'https:' is not a valid host[:port]"),
+        (["--source", "file", "--runtimes", "/nonexistent/runtimes"], "--runtimes /nonexistent/runtimes: no such file"),
+        (["--source", "file", "--registry-allow", "ghcr.io, https://quay.io"], "--registry-allow: allow-list entry 'https://quay.io': 'https:' is not a valid host[:port]"),
         (["--source", "file", "--registry-allow", "ghcr.io/Org"], "'Org' is not a valid lower-case path component"),
     ],
 )

@@ -111,6 +111,24 @@ class AdmissionLog:
 ADMISSION_LOG = AdmissionLog()
 
 
+# uvicorn lines that repeat ours or say nothing an operator can act on: "Started server process" once
+# per listener (the "starting" line gives the pid), "Finished server process", and one warning per
+# client that speaks something else than HTTP to a listener (a TLS client on the metrics port, a
+# scanner): kept at debug level only.
+_REPEATED = ("Started server process", "Finished server process")
+_DEBUG_ONLY = ("Invalid HTTP request received.",)
+
+
+def _uvicorn_chatter(record: logging.LogRecord) -> bool:
+    message = str(record.msg)
+    if message.startswith(_REPEATED):
+        return False
+    if message in _DEBUG_ONLY:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+    return True
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     info = logging.getLevelName(level.upper()) <= logging.INFO
@@ -125,3 +143,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_uvicorn_chatter)
+    # The Kubernetes client's urllib3 logs every retry of a refused connection as a warning (three per
+    # request); the caller's own message says once what failed.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

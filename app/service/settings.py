@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-import re
-from typing import Annotated
-
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.mutation.puller import (
@@ -16,43 +13,21 @@ from app.core.mutation.puller import (
     check_container_name, check_image, check_quantity, quantity_bytes,
 )
 
-from app.core.model import DEFAULT_AGENTRUNTIME_API, DEFAULT_SIDECAR_NAMES
-from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain, check_domain
-from app.core.validation.oci import InvalidImageReference, parse_registry_prefix
+from app.core.names import Domain
+# The options other commands share with `serve` are declared (default, description, rule) in one place.
+from app.service.cli.options import SHARED, parse_duration, split_list
+
+__all__ = ["Duration", "SERVICE_ACCOUNT_TOKEN", "Settings", "parse_duration", "split_list"]
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a Go/Kubernetes duration ("500ms", "1m30s", "1h") or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 5m or 1h, or a number of seconds")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not text or "".join(n + u for n, u in parts) != text:
-                raise ValueError(f'"{text}" is not a duration such as 500ms, 30s, 5m or 1h') from None
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError("must be a finite duration of zero or more")
-    return seconds
-
 
 # Seconds, written as a duration or a number.
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-def split_list(value: str) -> tuple[str, ...]:
-    """The entries of a comma-separated setting, trimmed, empty ones dropped."""
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+def _shared(name: str) -> Any:
+    """The field of a shared option: its default and description as `SHARED` declares them."""
+    return Field(SHARED[name].default, description=SHARED[name].help)
 
 
 class Settings(BaseSettings):
@@ -77,17 +52,11 @@ class Settings(BaseSettings):
     image_volumes: Literal["auto", "on", "off"] = Field(
         "auto", description="inject image volumes: auto decides from the server version"
     )
-    registry_allow: str = Field(
-        "", description="comma-separated registry/prefix allow-list for skill images (empty: any)"
-    )
-    sidecar_names: str = Field(
-        ",".join(DEFAULT_SIDECAR_NAMES), description="comma-separated container names never chosen as the agent"
-    )
-    kubeconfig: Path | None = Field(None, description="kubeconfig for the informer (implies --source kube under auto)")
-    agentruntime_api: str = Field(DEFAULT_AGENTRUNTIME_API, description="group/version of AgentRuntime to read")
-    domain: str = Field(
-        DEFAULT_DOMAIN_PREFIX, description="prefix of every label and annotation read or written (rossoctl.io for rossoctl)"
-    )
+    registry_allow: str = _shared("registry_allow")
+    sidecar_names: str = _shared("sidecar_names")
+    kubeconfig: Path | None = _shared("kubeconfig")
+    agentruntime_api: str = _shared("agentruntime_api")
+    domain: str = _shared("domain")
     # Skill changes reaching running pods (README "When skills change").
     reconcile: Literal["auto", "off", "report", "evict"] = Field(
         "auto", description="stale-pod reconciler: off, report, evict; auto is report with the kube source, off with files"
@@ -105,13 +74,11 @@ class Settings(BaseSettings):
     # The skill supply chain (README "Skill images and registries").
     resolve_interval: Duration = Field(300.0, description="re-resolve skill image tags this often (0: resolver off)")
     resolve_concurrency: int = Field(8, ge=1, le=64, description="registry requests in flight at once")
-    resolve_timeout: Duration = Field(5.0, description="timeout of one registry request")
-    registry_auth: Path | None = Field(None, description="docker config.json with registry credentials (reloaded on change)")
-    registry_ca: Path | None = Field(None, description="PEM CA bundle trusted for registries, besides the system's")
-    insecure_registries: str = Field("", description="comma-separated registries reached over plain HTTP")
-    pin_digests: Literal["off", "on", "required"] = Field(
-        "off", description="inject <repo>:<tag>@<digest>: on (when known), required (deny 503 while unknown), off"
-    )
+    resolve_timeout: Duration = _shared("resolve_timeout")
+    registry_auth: Path | None = _shared("registry_auth")
+    registry_ca: Path | None = _shared("registry_ca")
+    insecure_registries: str = _shared("insecure_registries")
+    pin_digests: Literal["off", "on", "required"] = _shared("pin_digests")
     verify_signatures: Literal["off", "warn", "enforce"] = Field(
         "off", description="cosign key-based signatures of skill images: off, warn, enforce"
     )
@@ -138,32 +105,16 @@ class Settings(BaseSettings):
     puller_cpu_limit: str = Field("500m", description="extraction: CPU limit of the puller")
     puller_memory_limit: str = Field("128Mi", description="extraction: memory limit of the puller")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
-    log_format: Literal["json", "text"] = Field("json", description="log format")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="log format: json (one JSON object per line) or text (for a terminal)"
+    )
     backlog: int = Field(2048, ge=1, description="listen backlog of the HTTPS socket")
 
-    @field_validator("agentruntime_api")
+    @field_validator("agentruntime_api", "domain", "registry_allow", "insecure_registries")
     @classmethod
-    def _group_version(cls, value: str) -> str:
-        if value.count("/") != 1 or not all(value.split("/")):
-            raise ValueError('must be "<group>/<version>", e.g. agent.kagenti.dev/v1alpha1')
-        return value
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str) -> str:
-        return check_domain(value)
-
-    @field_validator("registry_allow")
-    @classmethod
-    def _registry_prefixes(cls, value: str) -> str:
-        # An entry that can match no image would silently deny every skill (or, mistyped, allow
-        # none of the intended ones): refuse it at start, naming it.
-        for entry in split_list(value):
-            try:
-                parse_registry_prefix(entry)
-            except InvalidImageReference as err:
-                raise ValueError(str(err)) from None
-        return value
+    def _shared_rule(cls, value: str, info: ValidationInfo) -> str:
+        # The rule every command applies to this option (app.service.cli.options).
+        return SHARED[str(info.field_name)].check(value)  # type: ignore[misc]
 
     @field_validator("extract_size_limit")
     @classmethod

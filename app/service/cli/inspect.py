@@ -2,8 +2,9 @@
 
 Prints, per image, the digest, media types, whether image volumes can mount it, the skill metadata
 from its annotations (skillimage and agentskills layouts) and the signature verdict (checked only
-when --cosign-key is given). Exits 1 when an image cannot be resolved or is not mountable, 2 on a
-usage problem (an unreadable key file). Registry settings read the same variables as `serve`.
+when --cosign-key is given). Exits 1 when an image cannot be resolved or is not mountable, or a
+registry file (--registry-auth, --registry-ca) is missing or unusable; 2 on a usage problem (a bad
+option value, an unusable key file). Registry settings read the same variables as `serve`.
 """
 
 from __future__ import annotations
@@ -14,22 +15,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from app.core.registry_facts import ImageFacts
-from app.sources.registry.cosign import CosignKeyError, load_keys
-from app.sources.registry.client import RegistryClient
-from app.sources.registry.resolver import resolve_many
+from app.service.cli import options
+from app.service.cli.options import split_list
 
-from app.service.settings import parse_duration, split_list
+if TYPE_CHECKING:
+    from app.core.registry_facts import ImageFacts
 
-_ENV = "SKILL_WEBHOOK_"
+COMMAND = "inspect"
+_ENV = options.ENV_PREFIX
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "inspect",
-        help="resolve skill images in the registry: digest, mountable, skill metadata, signature",
+        COMMAND,
         description=(
             "Resolve skill images through the OCI distribution API, as the webhook's resolver does, and "
             "print digest, media types, whether image volumes can mount it, skill metadata and the "
@@ -38,54 +38,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image reference, e.g. ghcr.io/org/skill:v1")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format (default: table)")
-    parser.add_argument(
-        "--registry-auth", type=Path, default=_env_path("REGISTRY_AUTH"),
-        help=f"docker config.json with registry credentials (env {_ENV}REGISTRY_AUTH)",
-    )
-    parser.add_argument(
-        "--registry-ca", type=Path, default=_env_path("REGISTRY_CA"),
-        help=f"PEM CA bundle trusted for registries, besides the system's (env {_ENV}REGISTRY_CA)",
-    )
-    parser.add_argument(
-        "--insecure-registries", default=os.environ.get(f"{_ENV}INSECURE_REGISTRIES", ""),
-        help=f"comma-separated registries reached over plain HTTP (env {_ENV}INSECURE_REGISTRIES)",
-    )
+    options.add(parser, "registry_auth", "registry_ca", "insecure_registries", "resolve_timeout",
+                resolve_timeout="--timeout")
     parser.add_argument(
         "--cosign-key", action="append", default=None, metavar="FILE",
         help=f"PEM public key to verify cosign signatures with (repeatable or comma-separated; env {_ENV}COSIGN_KEY); "
         "without one, signatures are not checked",
     )
-    parser.add_argument(
-        "--timeout", default=os.environ.get(f"{_ENV}RESOLVE_TIMEOUT", "5s"),
-        help=f"timeout of one registry request (env {_ENV}RESOLVE_TIMEOUT; default %(default)s)",
-    )
     parser.set_defaults(handler=run)
     return parser
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(_ENV + name)
-    return Path(value) if value else None
-
-
+@options.checked(COMMAND)
 def run(args: argparse.Namespace) -> int:
+    from app.sources.registry.client import RegistryClient
+    from app.sources.registry.cosign import CosignKeyError, load_keys
+    from app.sources.registry.lookup import resolve_many
+
+    problem = options.registry_files_problem(args.registry_auth, args.registry_ca)
+    if problem is not None:
+        options.fail(COMMAND, problem)
+        return 1
     key_entries = args.cosign_key if args.cosign_key is not None else [os.environ.get(f"{_ENV}COSIGN_KEY", "")]
     key_paths = [Path(p) for entry in key_entries for p in split_list(entry)]
     try:
         keys = load_keys(key_paths)
-        timeout = parse_duration(args.timeout)
-        client_args = dict(
-            auth_file=args.registry_auth, ca_file=args.registry_ca,
-            insecure=split_list(args.insecure_registries), timeout=timeout,
-        )
-        if args.registry_ca is not None and not args.registry_ca.is_file():
-            raise ValueError(f"--registry-ca {args.registry_ca}: no such file")
-    except (CosignKeyError, ValueError) as exc:
-        print(f"skill-webhook inspect: {exc}", file=sys.stderr)
+    except CosignKeyError as exc:
+        options.fail(COMMAND, exc)
         return 2
 
     async def resolve() -> list[ImageFacts]:
-        client = RegistryClient(**client_args)
+        client = RegistryClient(auth_file=args.registry_auth, ca_file=args.registry_ca,
+                                insecure=split_list(args.insecure_registries), timeout=args.resolve_timeout)
         try:
             return await resolve_many(client, args.images, verify=bool(keys), keys=keys)
         finally:

@@ -1,4 +1,9 @@
-"""The `skill-webhook` command: every subcommand (README "Commands and settings")."""
+"""The `skill-webhook` command: the parser of every subcommand, and dispatch (README "Commands and settings").
+
+A command must start fast (`--help`, `validate` and `mutate` within a few tenths of a second), so
+this module imports no subcommand: `COMMANDS` says which module holds each one and what it does, and
+only the chosen one is imported, with the libraries it needs; the others are listed by name.
+"""
 
 from __future__ import annotations
 
@@ -7,85 +12,76 @@ import importlib
 import sys
 from typing import Any, Sequence
 
-from pydantic import ValidationError
+PROG = "skill-webhook"
 
-from app.service.settings import Settings
-
-# The other subcommands, each a module with `add_parser(subparsers)` and `run(args)`. Imported only
-# when the command line is not `serve`: they bring the registry client, cryptography and the
-# manifests, which `serve` does not need to start (it imports what it uses itself).
-SUBCOMMAND_MODULES = ("validate", "mutate", "certs", "manifests", "inspect", "stale")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
-    """`serve` flags are generated from Settings, so flag, variable and default can never disagree."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="run the webhook (HTTPS) and the health/metrics listener (HTTP)",
-        description="Every flag can also be set by its environment variable; a flag wins over the variable.",
-    )
-    for name, info in Settings.model_fields.items():
-        default = info.default
-        shown = "none" if default is None else str(default)
-        env = f"{Settings.model_config['env_prefix']}{name.upper()}"
-        parser.add_argument(
-            _flag(name), dest=name, default=None, metavar=name.upper(),
-            help=f"{info.description} [{env}; default: {shown}]".replace("%", "%%"),
-        )
-    parser.set_defaults(handler=run_serve)
+# command -> (module in this package, what it does). The module has `add_parser(subparsers)` (which
+# may add several commands) and `run(args)`, unless its parsers set their own `handler`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve", "run the webhook (HTTPS) and the health/metrics listener (HTTP)"),
+    "validate": ("validate", "validate AgentRuntime YAML/JSON files offline, with the rules of /validate"),
+    "mutate": ("mutate", "preview what the mutating webhook would do to a Pod (offline)"),
+    "certs": ("certs", "write a CA and a serving certificate for <service>.<namespace>.svc"),
+    "ca-bundle": ("certs", "print the webhook configurations with caBundle filled in"),
+    "manifests": ("manifests", "print the install manifests (or write them into a directory)"),
+    "stale": ("stale", "list running pods whose injected skills differ from their AgentRuntime's now"),
+    "inspect": ("inspect", "resolve skill images in the registry: digest, mountable, skill metadata, signature"),
+    "pull": ("pull", "fetch skill images, verify every digest and unpack them safely (the puller init container)"),
+}
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    from app.service.logs import configure_logging
-    from app.service.http.server import StartupError, serve
+class _Subcommands:
+    """What a subcommand module's `add_parser` is given: adds its parsers with the help line of
+    `COMMANDS` (declared once, here) and remembers them, so an error is reported by the right one."""
 
-    given: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None
-    }
-    try:
-        settings = Settings(**given)
-    except ValidationError as err:
-        for problem in err.errors(include_url=False):
-            field = problem["loc"][0] if problem["loc"] else "settings"
-            print(f"skill-webhook serve: {_flag(str(field))}: {problem['msg']}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        return serve(settings)
-    except StartupError as err:
-        print(f"skill-webhook serve: {err}", file=sys.stderr)
-        return 1
+    def __init__(self, subparsers: Any) -> None:
+        self._subparsers = subparsers
+        self.parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("help", COMMANDS[name][1])
+        parser = self._subparsers.add_parser(name, **kwargs)
+        self.parsers[name] = parser
+        return parser
 
 
-def build_parser(*, serve_only: bool = False) -> argparse.ArgumentParser:
-    """The whole command line; with `serve_only`, just enough to parse a `serve` command."""
+def _build(command: str | None) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
-        prog="skill-webhook",
-        description="Admission webhooks that mount AI-agent skills (OCI images) into agent pods.",
+        prog=PROG,
+        description="Admission webhooks that mount AI-agent skills (OCI images) into agent pods. "
+        "`skill-webhook COMMAND --help` shows the options of a command.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_serve_parser(subparsers)
-    if serve_only:
-        return parser
-    for name in SUBCOMMAND_MODULES:
-        module = importlib.import_module(f"{__package__}.{name}")
-        before = set(subparsers.choices)
-        module.add_parser(subparsers)
-        for name in set(subparsers.choices) - before:
-            if subparsers.choices[name].get_default("handler") is None:
-                subparsers.choices[name].set_defaults(handler=module.run)
-    return parser
+    wanted = None if command is None else COMMANDS.get(command, ("",))[0]
+    commands = _Subcommands(subparsers)
+    for name, (module_name, help_line) in COMMANDS.items():
+        if name in subparsers.choices:
+            continue
+        if wanted is not None and module_name != wanted:
+            subparsers.add_parser(name, help=help_line, add_help=False)  # listed, never parsed
+            continue
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        before = set(commands.parsers)
+        module.add_parser(commands)
+        for added in set(commands.parsers) - before:
+            if commands.parsers[added].get_default("handler") is None:
+                commands.parsers[added].set_defaults(handler=module.run)
+    return parser, commands.parsers
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `command`, that command in full and the others by name only."""
+    return _build(command)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # `skill-webhook serve ...` is parsed by the serve parser alone; anything else (`--help`, another
-    # subcommand, a mistake) sees every subcommand.
-    args = build_parser(serve_only=bool(argv) and argv[0] == "serve").parse_args(argv)
+    # The top level has no option that takes a value, so the first word is the command.
+    command = next((word for word in argv if not word.startswith("-")), "")
+    parser, parsers = _build(command)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # A typo in a subcommand's option is that subcommand's error, shown with its usage.
+        parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(args.handler(args) or 0)
 
 

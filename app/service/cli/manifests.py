@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.core.model import DEFAULT_AGENTRUNTIME_API
-from app.core.names import DEFAULT_DOMAIN_PREFIX
+from app.service.cli import options
 from app.service.install.certs import DEFAULT_NAMESPACE
 from app.service.install.manifests import (
     DEFAULT_IMAGE,
@@ -32,7 +31,6 @@ from app.service.install.manifests import (
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "manifests",
-        help="print the install manifests (or write them into a directory)",
         description=(
             "Print the install set (namespace, service account, read-only RBAC, Deployment, "
             "PodDisruptionBudget, Service, webhook configurations) as YAML, in the order to apply it. "
@@ -40,16 +38,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Deployment is ready, with caBundle filled in by `skill-webhook ca-bundle`."
         ),
     )
-    parser.add_argument(
-        "--domain", default=DEFAULT_DOMAIN_PREFIX,
-        help="label/annotation prefix for the webhook selectors and the server (default: %(default)s; "
-        "rossoctl.io for rossoctl)",
-    )
-    parser.add_argument(
-        "--agentruntime-api", default=DEFAULT_AGENTRUNTIME_API,
-        help="group/version of AgentRuntime: RBAC, validating webhook, server, CRD (default: %(default)s; "
-        "agent.rossoctl.dev/v1alpha1 for rossoctl)",
-    )
+    options.add(parser, "domain", "agentruntime_api", help={
+        "domain": "label/annotation prefix for the webhook selectors and the server (rossoctl.io for rossoctl)",
+        "agentruntime_api": "group/version of AgentRuntime: RBAC, validating webhook, server, CRD "
+        "(agent.rossoctl.dev/v1alpha1 for rossoctl)",
+    })
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="namespace of the webhook (default: %(default)s)")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="webhook image (default: %(default)s)")
     parser.add_argument(
@@ -70,9 +63,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+@options.checked("manifests")
 def run(args: argparse.Namespace) -> int:
     try:
-        options = InstallOptions(
+        install = InstallOptions(
             domain=args.domain,
             agentruntime_api=args.agentruntime_api,
             namespace=args.namespace,
@@ -84,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     selection: Selection = "crd" if args.crd else "cert-manager" if args.cert_manager else "install"
     if args.output_dir is None:
-        sys.stdout.write(printed(options, selection))
+        sys.stdout.write(printed(install, selection))
         return 0
     try:
-        for relative, text in layout(options, selection).items():
+        for relative, text in layout(install, selection).items():
             path = args.output_dir / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")

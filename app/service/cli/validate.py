@@ -14,90 +14,87 @@ error, as they would be when created in that order. The cluster is never asked.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from app.core.parsing.documents import DocumentError, file_media_type, load_documents
-from app.core.model import DEFAULT_AGENTRUNTIME_API
-from app.core.names import DEFAULT_DOMAIN_PREFIX, Domain
+from app.core.model import AGENTRUNTIME_KIND, api_group
+from app.core.names import Domain
+from app.core.parsing.documents import DocumentError, file_media_type, load_documents, open_lists
 from app.core.validation import ValidationOptions, validate_documents
 from app.sources.files.source import document_files
 
-from app.service.settings import split_list
+from app.service.cli import options
+from app.service.cli.options import split_list
 
+COMMAND = "validate"
 STDIN = "-"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "validate",
-        help="validate AgentRuntime YAML/JSON files offline, with the rules of /validate",
+        COMMAND,
         description=(
             "Validate AgentRuntime documents (YAML, multi-document YAML or JSON) with the same rules "
             "as the validating webhook. Prints one 'FILE[#DOC]: field: problem' line per error and "
-            "warning; exits 1 on any error."
+            "warning; exits 1 on any error, a file that cannot be read or parsed included."
         ),
     )
     parser.add_argument(
         "files", nargs="+", metavar="FILE",
         help="file, or directory of .yaml/.yml/.json files (recursively, as serve --runtimes); '-' reads stdin",
     )
-    parser.add_argument(
-        "--registry-allow",
-        default=os.environ.get("SKILL_WEBHOOK_REGISTRY_ALLOW", ""),
-        help="comma-separated registry/prefix allow-list for skill images, empty: any "
-        "(env SKILL_WEBHOOK_REGISTRY_ALLOW)",
-    )
-    parser.add_argument(
-        "--agentruntime-api",
-        default=os.environ.get("SKILL_WEBHOOK_AGENTRUNTIME_API", DEFAULT_AGENTRUNTIME_API),
-        help="group/version of AgentRuntime (env SKILL_WEBHOOK_AGENTRUNTIME_API; default %(default)s)",
-    )
-    parser.add_argument(
-        "--domain",
-        default=os.environ.get("SKILL_WEBHOOK_DOMAIN", DEFAULT_DOMAIN_PREFIX),
-        help="prefix of the <domain>/skill-images annotation (env SKILL_WEBHOOK_DOMAIN; default %(default)s)",
-    )
+    options.add(parser, "registry_allow", "agentruntime_api", "domain")
     parser.set_defaults(handler=run)
     return parser
 
 
+@options.checked(COMMAND)
 def run(args: argparse.Namespace) -> int:
-    try:
-        domain = Domain(args.domain)
-    except ValueError as err:
-        print(f"skill-webhook validate: --domain: {err}", file=sys.stderr)
-        return 2
-    options = ValidationOptions(
-        registry_allow=split_list(args.registry_allow), agentruntime_api=args.agentruntime_api, domain=domain
+    validation = ValidationOptions(
+        registry_allow=split_list(args.registry_allow), agentruntime_api=args.agentruntime_api,
+        domain=Domain(args.domain),
     )
-    unreadable = False
+    unreadable = 0
     labelled: list[tuple[str, Any]] = []
     for label, path in _sources(args.files):
         documents = _read(label, path)
         if documents is None:
-            unreadable = True
+            unreadable += 1
             continue
         if not documents:
             _note(f"{label}: note: no documents")
         for number, document in enumerate(documents, start=1):
             labelled.append((f"{label}#{number}" if len(documents) > 1 else label, document))
-    batch = validate_documents(labelled, options=options)
+    batch = validate_documents(labelled, options=validation)
     for result in batch.results:
         if result.report is None:
-            _note(f"{result.label}: note: {result.note} of {options.agentruntime_api}")
+            _note(f"{result.label}: note: {result.note} of {validation.agentruntime_api}")
             continue
         for error in result.report.errors:
             print(f"{result.label}: {error}")
         for warning in result.report.warnings:
             print(f"{result.label}: warning: {warning}")
-    print(
-        f"{batch.checked} AgentRuntime(s) checked: {batch.errors} error(s), {batch.warnings} warning(s)",
-        file=sys.stderr,
-    )
+    for label, api_version in _other_groups(labelled, validation.agentruntime_api):
+        _note(f"{label}: hint: an AgentRuntime of {api_version}, not of {validation.agentruntime_api}: "
+              f"to check it as one, pass {options.agentruntime_api_hint(api_version)}")
+    # A file that cannot be read or parsed is an error too: the summary must not say "0 error(s)"
+    # when the exit status says otherwise.
+    errors = batch.errors + unreadable
+    unread = f" ({unreadable} file(s) not read or parsed)" if unreadable else ""
+    _note(f"{batch.checked} AgentRuntime(s) checked: {errors} error(s){unread}, {batch.warnings} warning(s)")
     return 1 if unreadable or not batch.allowed else 0
+
+
+def _other_groups(labelled: list[tuple[str, Any]], configured: str) -> Iterator[tuple[str, str]]:
+    """(label, apiVersion) of the AgentRuntimes of another API group than the configured one: most
+    likely the other project's (rossoctl), checked with the wrong --agentruntime-api."""
+    for label, document in open_lists(labelled):
+        if not isinstance(document, dict) or document.get("kind") != AGENTRUNTIME_KIND:
+            continue
+        api_version = document.get("apiVersion")
+        if isinstance(api_version, str) and "/" in api_version and api_group(api_version) != api_group(configured):
+            yield label, api_version
 
 
 def _read(label: str, path: Path | None) -> list[Any] | None:
@@ -105,7 +102,7 @@ def _read(label: str, path: Path | None) -> list[Any] | None:
     try:
         data = sys.stdin.buffer.read() if path is None else path.read_bytes()
     except OSError as exc:
-        print(f"{label}: cannot read: {exc.strerror or exc}")
+        print(options.os_problem(label, exc))
         return None
     try:
         return load_documents(data, file_media_type(path.name) if path is not None else None)

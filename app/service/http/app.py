@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -90,6 +92,7 @@ def create_app(state: ServiceState) -> FastAPI:
     # on the path of every pod creation.
     app.add_route("/mutate", mutate, methods=["POST"])
     app.add_route("/validate", validate, methods=["POST"])
+    _documented_errors(app)
 
     return app
 
@@ -115,7 +118,27 @@ def create_health_app(state: ServiceState) -> FastAPI:
         state.metrics.agentruntimes_cached.set(len(state.index))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    _documented_errors(app)
     return app
+
+
+def _documented_errors(app: FastAPI) -> None:
+    """FastAPI's own answers (an unknown path, a wrong method) in the documented `{"error", "code"}`
+    shape rather than its `{"detail": ...}`."""
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        return JSONResponse({"error": message, "code": exc.status_code}, status_code=exc.status_code,
+                            headers=exc.headers)
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(str(e.get("msg", "")) for e in exc.errors())
+        return JSONResponse({"error": f"invalid request: {problems}", "code": 422}, status_code=422)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
 
 
 async def _admission(request: Request, state: ServiceState, endpoint: str, decide: Decide) -> Response:

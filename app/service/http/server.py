@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
+import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import uvicorn
 from uvicorn.loops.auto import auto_loop_factory
@@ -23,6 +27,7 @@ from app.core.validation import ValidationOptions
 from app.sources.base import AgentRuntimeSource
 from app.sources.files.source import FileSource
 
+from app.service.cli.options import network_problem
 from app.service.http.app import ServiceState, create_app, create_health_app
 from app.service.http.delivery import DeliveryWiring, build_delivery
 from app.service.metrics import WebhookMetrics
@@ -60,12 +65,14 @@ def build_source(
     if settings.resolved_source() == "file":
         if not settings.runtimes.exists():
             # Running ready with no AgentRuntimes would admit every pod without its skills.
-            raise StartupError(f"--runtimes {settings.runtimes}: no such file or directory")
+            raise StartupError(f"--runtimes {settings.runtimes}: no such file")
         return FileSource(index, settings.runtimes, options=options)
     # Imported here so that the file source (the embedded default) never pays for the kube client.
     from app.sources.kube.agentruntimes import KubeInformerSource, decode_agentruntime, make_api_client
     from app.sources.kube.reflector import InformerMetrics
 
+    if settings.kubeconfig is not None and not settings.kubeconfig.is_file():
+        raise StartupError(f"--kubeconfig {settings.kubeconfig}: no such file")
     try:
         api_client = make_api_client(settings.kubeconfig)
     except Exception as err:  # the kubernetes client raises several unrelated types for bad configs
@@ -100,6 +107,22 @@ def tls_files(settings: Settings, source_kind: str) -> tuple[Path, Path]:
         extra={"fields": {"ca": str(paths.ca_cert), "cert": str(paths.tls_cert)}},
     )
     return paths.tls_cert, paths.tls_key
+
+
+def load_tls(cert_file: Path, key_file: Path, on_reload: Callable[[ReloadingTLSContext], None]) -> ReloadingTLSContext:
+    """The serving pair, loaded; StartupError naming the flag and saying what is wrong (not OpenSSL's
+    "PEM lib (_ssl.c:NNNN)")."""
+    for flag, path in (("--tls-cert-file", cert_file), ("--tls-key-file", key_file)):
+        if not path.is_file():
+            raise StartupError(f"{flag} {path}: no such file")
+    try:
+        return ReloadingTLSContext(cert_file, key_file, on_reload=on_reload)
+    except ssl.SSLError as err:
+        why = ("the key is not the certificate's" if err.reason == "KEY_VALUES_MISMATCH"
+               else "not a PEM certificate and its private key")
+        raise StartupError(f"--tls-cert-file {cert_file} / --tls-key-file {key_file}: {why}") from None
+    except (OSError, ValueError) as err:
+        raise StartupError(f"--tls-cert-file {cert_file} / --tls-key-file {key_file}: {err}") from None
 
 
 def resolver_enabled(settings: Settings) -> bool:
@@ -190,17 +213,17 @@ def build_state(settings: Settings) -> ServiceParts:
             metrics.certificate_expiry.set(context.not_after.timestamp())
         log.info("serving certificate loaded", extra={"fields": {"cert": str(cert_file), "notAfter": context.not_after}})
 
-    try:
-        tls = ReloadingTLSContext(cert_file, key_file, on_reload=on_reload)
-    except (OSError, ValueError) as err:
-        raise StartupError(f"cannot load the serving certificate {cert_file} / {key_file}: {err}") from err
+    tls = load_tls(cert_file, key_file, on_reload)
 
     server_version = None
     if source_kind == "kube" and settings.image_volumes == "auto":
         try:
             server_version = source.server_version()
         except Exception as err:
-            raise StartupError(f"{err}; set --image-volumes on|off to start without it") from err
+            raise StartupError(
+                f"cannot read the API server's /version: {network_problem(err)}; "
+                "set --image-volumes on|off to start without it"
+            ) from err
     decision = decide_image_volumes(settings.image_volumes, server_version)
     log.info(
         "image volumes %s: %s", "on" if decision.enabled else "off", decision.reason,
@@ -228,9 +251,42 @@ def build_state(settings: Settings) -> ServiceParts:
 GIL_SWITCH_INTERVAL = 0.0005
 
 
+def listen(host: str, port: int, flag: str, backlog: int) -> socket.socket:
+    """A socket listening on host:port; StartupError naming the port and its flag when it cannot be."""
+    try:
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as err:
+        why = {errno.EADDRINUSE: "the address is already in use (another process listens there)",
+               errno.EACCES: "permission denied"}.get(err.errno, (err.strerror or str(err)).lower())
+        raise StartupError(f"{flag} {port}: cannot listen on {host}:{port}: {why}") from None
+
+
+def listeners(settings: Settings) -> list[socket.socket]:
+    """Both listening sockets, bound before anything starts: a port in use is a startup error, not a
+    failure after "ready" (and never half a webhook: the first socket is closed if the second fails)."""
+    bound = [listen(settings.host, settings.port, "--port", settings.backlog)]
+    if settings.metrics_port:
+        try:
+            bound.append(listen(settings.metrics_host, settings.metrics_port, "--metrics-port", 128))
+        except StartupError:
+            bound[0].close()
+            raise
+    return bound
+
+
 def serve(settings: Settings) -> int:
     started = time.monotonic()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    sockets = listeners(settings)
+    try:
+        return _serve(settings, sockets, started)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _serve(settings: Settings, sockets: list[socket.socket], started: float) -> int:
     parts = build_state(settings)
     state, source, tls = parts.state, parts.source, parts.tls
     reconciler = None
@@ -242,7 +298,7 @@ def serve(settings: Settings) -> int:
         except ValueError as err:
             raise StartupError(str(err)) from err
     log.info(
-        "starting", extra={"fields": {"source": source.name, "runtimes": str(settings.runtimes),
+        "starting", extra={"fields": {"source": source.name, "runtimes": str(settings.runtimes), "pid": os.getpid(),
                                       "port": settings.port, "metricsPort": settings.metrics_port}},
     )
     parts.start()  # the source, the certificate watcher and the registry resolver (when on)
@@ -252,7 +308,7 @@ def serve(settings: Settings) -> int:
         # uvicorn's own loop choice (uvloop when installed): asyncio.run() would use the stdlib loop,
         # whose pure-Python TLS layer costs a fifth of the CPU of every admission.
         with asyncio.Runner(loop_factory=auto_loop_factory(use_subprocess=False)) as runner:
-            runner.run(run_servers(settings, state, tls, started))
+            runner.run(run_servers(settings, state, tls, started, sockets))
     finally:
         if reconciler is not None:
             reconciler.stop()
@@ -260,7 +316,12 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-async def run_servers(settings: Settings, state: ServiceState, tls: ReloadingTLSContext, started: float) -> None:
+async def run_servers(
+    settings: Settings, state: ServiceState, tls: ReloadingTLSContext, started: float,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve the webhook (and the health listener) until SIGINT/SIGTERM. With `sockets` (from
+    `listeners`) uvicorn serves those; without, it binds host and port itself."""
     common = dict(log_config=None, access_log=False, lifespan="off", server_header=False, date_header=False)
     webhook = _Server(uvicorn.Config(
         create_app(state), host=settings.host, port=settings.port, ssl_context_factory=tls.uvicorn_factory,
@@ -280,12 +341,13 @@ async def run_servers(settings: Settings, state: ServiceState, tls: ReloadingTLS
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(RuntimeError):  # not the main thread (embedded): no signals
             loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
-    asyncio.create_task(_log_ready(state, started))
-    # One listener failing (port in use) stops the other: half a webhook is worse than none.
+    tasks = [asyncio.create_task(s.serve(sockets=[sockets[i]] if sockets else None)) for i, s in enumerate(servers)]
+    ready = asyncio.create_task(_log_ready(state, servers, started))
+    # One listener failing stops the other: half a webhook is worse than none.
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    ready.cancel()
+    await asyncio.gather(ready, *tasks, return_exceptions=True)
     for task in done:
         if task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
@@ -293,8 +355,14 @@ async def run_servers(settings: Settings, state: ServiceState, tls: ReloadingTLS
         raise StartupError("a listener failed to start (is the port in use?)")
 
 
-async def _log_ready(state: ServiceState, started: float) -> None:
-    while not (state.index.synced.is_set() and state.certificate_loaded()):
+async def _log_ready(state: ServiceState, servers: list[uvicorn.Server], started: float) -> None:
+    while not (all(s.started for s in servers) and state.index.synced.is_set() and state.certificate_loaded()):
         await asyncio.sleep(0.05)
-    log.info("ready", extra={"fields": {"agentRuntimes": len(state.index),
+    urls = [f"https://{_address(servers[0])}"] + [f"http://{_address(s)}" for s in servers[1:]]
+    log.info("ready", extra={"fields": {"listening": urls, "agentRuntimes": len(state.index),
                                         "startupSeconds": round(time.monotonic() - started, 3)}})
+
+
+def _address(server: uvicorn.Server) -> str:
+    host = server.config.host
+    return f"[{host}]:{server.config.port}" if ":" in host else f"{host}:{server.config.port}"

@@ -30,8 +30,54 @@ DEFAULT_POLL_INTERVAL = 1.0
 LOAD_ATTEMPTS = 3
 
 
-def new_server_context() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+# What a plain-HTTP request to the HTTPS port is answered, instead of an empty reply (the documented
+# JSON error shape of the webhook's endpoints).
+PLAIN_HTTP_BODY = b'{"error":"this port speaks HTTPS only: use https://","code":400}'
+PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(PLAIN_HTTP_BODY), PLAIN_HTTP_BODY)
+)
+
+
+class _Handshake(ssl.SSLObject):
+    """The TLS state of one connection of the listener. OpenSSL recognises an HTTP request where a
+    ClientHello should be; instead of dropping the connection without a word, the answer above is
+    written where the handshake's own bytes go, and the handshake then waits for input that will never
+    be TLS: the client reads the 400 and closes (or the handshake timeout does)."""
+
+    outgoing: ssl.MemoryBIO | None = None
+    answered = False
+
+    def do_handshake(self) -> None:
+        if self.answered:
+            raise ssl.SSLWantReadError("plain HTTP request answered")
+        try:
+            super().do_handshake()
+        except ssl.SSLError as err:
+            if err.reason != "HTTP_REQUEST" or self.outgoing is None:
+                raise
+            self.outgoing.write(PLAIN_HTTP_ANSWER)
+            self.answered = True
+            # "Want read": the event loop's TLS protocol then sends what was written, as it sends a
+            # handshake message, and keeps the connection open for the client to read it.
+            raise ssl.SSLWantReadError("plain HTTP request answered") from None
+
+
+class ListenerContext(ssl.SSLContext):
+    """The listener's context: makes `_Handshake` objects (SSLContext.sslobject_class) that know where
+    their outgoing bytes go."""
+
+    sslobject_class = _Handshake
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        handshake = super().wrap_bio(incoming, outgoing, *args, **kwargs)
+        if isinstance(handshake, _Handshake):
+            handshake.outgoing = outgoing
+        return handshake
+
+
+def new_server_context(kind: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
+    ctx = kind(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MINIMUM_TLS_VERSION
     ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
     # Client-initiated renegotiation is a cheap way to make a server burn CPU; nothing needs it.
@@ -77,10 +123,13 @@ class ReloadingTLSContext:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-        self.ssl_context = new_server_context()
+        self.ssl_context = new_server_context(ListenerContext)
         self.ssl_context.sni_callback = self._select_current_context
 
+        # A pair that must load at start is reported once, by the caller that stops on the error.
+        self._quiet = require_initial
         error = self._try_reload()
+        self._quiet = False
         if error is not None and require_initial:
             raise error
 
@@ -168,6 +217,8 @@ class ReloadingTLSContext:
         self._state = state
         self.reload_failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
+        if self._quiet:
+            return exc
         log.error(
             "tls: could not load %s / %s, %s: %s",
             self.cert_file,

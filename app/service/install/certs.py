@@ -211,6 +211,27 @@ def _usable_ca(paths: CertBundlePaths, at: dt.datetime) -> tuple[PrivateKey, x50
     return ca_key, ca_cert
 
 
+def ca_reuse_problem(out_dir: str | os.PathLike[str]) -> str | None:
+    """Why the CA in `out_dir` cannot sign a new serving certificate, in a few words (None: it can).
+    `write_cert_bundle(reuse_ca=True)` quietly makes a new CA instead; a command that promised to keep
+    the CA (`certs --reuse-ca`) asks first."""
+    paths = CertBundlePaths.in_dir(out_dir)
+    try:
+        ca_cert, ca_key = load_cert(paths.ca_cert), load_key(paths.ca_key)
+    except FileNotFoundError as exc:
+        return f"{exc.filename}: no such file"
+    except OSError as exc:
+        return f"{exc.filename}: {exc.strerror}"
+    except ValueError:
+        return f"{paths.ca_cert.name} and {paths.ca_key.name} are not a PEM certificate and its EC key"
+    if not _same_public_key(ca_key, ca_cert):
+        return f"{paths.ca_key.name} is not the key of {paths.ca_cert.name}"
+    at = _now() + REUSE_MARGIN
+    if not ca_cert.not_valid_before_utc <= at < ca_cert.not_valid_after_utc:
+        return f"it is valid only from {ca_cert.not_valid_before_utc:%Y-%m-%d} to {ca_cert.not_valid_after_utc:%Y-%m-%d}"
+    return None
+
+
 def serving_cert_usable(paths: CertBundlePaths, at: dt.datetime, dns_names: Iterable[str] = LOCAL_DNS_NAMES) -> bool:
     """True when tls.crt chains to ca.crt, is valid at `at` for every name (and 127.0.0.1) under the
     RFC 5280 web PKI profile, and tls.key is its key. cryptography's verifier does the chain work."""

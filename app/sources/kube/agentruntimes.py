@@ -115,7 +115,8 @@ class KubeInformerSource(AgentRuntimeSource):
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if attempt == attempts:
                     raise ServerVersionUnavailable(f"cannot read the API server's /version: {describe(exc)}") from exc
-                log.warning("reading /version failed (attempt %d of %d): %s", attempt, attempts, describe(exc))
+                # Debug only: the error raised after the last attempt says what failed, once.
+                log.debug("reading /version failed (attempt %d of %d): %s", attempt, attempts, describe(exc))
                 self.reflector.stopping.wait(backoff.next_delay())
         raise AssertionError("unreachable")
 

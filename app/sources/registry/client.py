@@ -329,6 +329,10 @@ class RegistryClient:
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise RegistryError("timeout", f"timeout after {self.timeout:g}s") from None
         except httpx.ConnectError as exc:
+            if _plain_http_answer(exc):
+                raise RegistryError(
+                    "tls", "TLS: the registry answered in plain HTTP; if it has no TLS, add it to --insecure-registries"
+                ) from None
             if isinstance(exc.__cause__, ssl.SSLError) or "CERTIFICATE" in str(exc).upper():
                 raise RegistryError("tls", f"TLS: {_short(exc)}") from None
             raise RegistryError("unreachable", f"unreachable: {_short(exc)}") from None
@@ -416,6 +420,19 @@ def _manifest_what(reference: str) -> str:
 
 def _basic(creds: tuple[str, str]) -> str:
     return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+
+
+# What OpenSSL says when the bytes that came back where a TLS record should be are an HTTP response.
+_PLAIN_HTTP_REASONS = ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG")
+
+
+def _plain_http_answer(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError) and cause.reason in _PLAIN_HTTP_REASONS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return any(reason in str(exc) for reason in _PLAIN_HTTP_REASONS)
 
 
 def _short(exc: BaseException) -> str:
