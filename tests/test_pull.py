@@ -317,9 +317,10 @@ def test_a_missing_ca_file_means_the_system_roots(pushed, tmp_path):
 
 class LayoutServer:
     """A registry stand-in serving an OCI layout (tags from index.json, blobs by digest) over plain
-    HTTP on loopback, with some blobs replaced: `tampered` digest -> the bytes to send instead."""
+    HTTP on loopback, with some blobs replaced (`tampered`: digest -> the bytes to send instead) or
+    sent only half-way before the server goes silent (`stalled`)."""
 
-    def __init__(self, layout: Layout, tampered: dict[str, bytes]) -> None:
+    def __init__(self, layout: Layout, tampered: dict[str, bytes], stalled: frozenset[str] = frozenset()) -> None:
         tags = {r["annotations"]["org.opencontainers.image.ref.name"]: r["digest"] for r in layout.refs}
         outer = self
 
@@ -340,16 +341,22 @@ class LayoutServer:
                     return self._send(404, b"{}", "application/json")
                 body = outer.tampered.get(digest, blob.read_bytes())
                 media_type = json.loads(blob.read_bytes()).get("mediaType", "") if parts[-2] == "manifests" else ""
-                self._send(200, body, media_type or "application/octet-stream")
+                self._send(200, body, media_type or "application/octet-stream", stall=digest in outer.stalled)
 
-            def _send(self, status: int, body: bytes, ctype: str) -> None:
+            def _send(self, status: int, body: bytes, ctype: str, stall: bool = False) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if stall:  # half the bytes, then nothing until the server stops
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    outer.stopping.wait()
+                    return
                 self.wfile.write(body)
 
-        self.tampered = tampered
+        self.tampered, self.stalled = tampered, stalled
+        self.stopping = threading.Event()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
@@ -359,6 +366,7 @@ class LayoutServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -397,6 +405,16 @@ def test_a_blob_longer_than_its_descriptor_is_cut_off(tmp_path):
     with LayoutServer(layout, {layer_digest: twin + b"\0" * 4096}) as server:
         done = pull(f"{server.host}/skills/tampered:v1", "--into", str(tmp_path / "s"), "--insecure-registry", server.host)
     assert_failed(done, "longer than")
+
+
+@pytest.mark.process
+def test_a_layer_that_stalls_mid_way_times_out_and_leaves_nothing(tmp_path):
+    layout, _, layer_digest, _ = _tampered_layout(tmp_path)
+    with LayoutServer(layout, {}, stalled=frozenset({layer_digest})) as server:
+        done = pull("--skill", f"s={server.host}/skills/tampered:v1", "--skills-root", str(tmp_path),
+                    "--insecure-registry", server.host, "--timeout", "1")
+    assert_failed(done, "skill s:", "timeout after 1s")
+    assert os.listdir(tmp_path / "s") == []
 
 
 @pytest.mark.process

@@ -231,7 +231,7 @@ async def _unpack_layer(client: RegistryClient, registry: str, repository: str,
                         layer: Mapping[str, Any], unpacker: Unpacker) -> None:
     loop = asyncio.get_running_loop()
     async with client.open_blob(registry, repository, layer["digest"]) as chunks:
-        blob = VerifiedBlob(chunks, loop, layer["digest"], layer["size"])
+        blob = VerifiedBlob(chunks, loop, layer["digest"], layer["size"], wait=2 * client.timeout + 5)
 
         def unpack() -> None:
             unpacker.add_layer(blob, LAYER_COMPRESSION[layer["mediaType"]])
@@ -244,8 +244,9 @@ class VerifiedBlob:
     """A blob read from a worker thread, chunk by chunk from the event loop, hashed as it goes: at
     its end (or as soon as it is longer than its descriptor says) a wrong size or digest raises."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, digest: str, size: int) -> None:
-        self._chunks, self._loop = chunks, loop
+    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, digest: str, size: int,
+                 *, wait: float) -> None:
+        self._chunks, self._loop, self._wait = chunks, loop, wait
         self.digest, self.size = digest, size
         algorithm, _, self._expected = digest.partition(":")
         self._hash = hashlib.new(algorithm)
@@ -257,7 +258,12 @@ class VerifiedBlob:
         while not self._buffer:
             if self._done:
                 return b""
-            chunk = asyncio.run_coroutine_threadsafe(_next(self._chunks), self._loop).result()
+            # The client's own timeout fires first; this one only keeps the thread from outliving a
+            # loop that stopped (an interrupted pull).
+            try:
+                chunk = asyncio.run_coroutine_threadsafe(_next(self._chunks), self._loop).result(self._wait)
+            except TimeoutError:
+                raise PullError(f"blob {self.digest[:19]}: no bytes for {self._wait:g}s") from None
             if chunk is None:
                 self._end()
                 continue
