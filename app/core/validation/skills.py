@@ -104,11 +104,14 @@ def check_skills(
         if not isinstance(item, dict):
             findings.add(f.invalid(at, type_name(item), "must be an object"))
             continue
-        # The model reports each type error; the rules below check whatever is a string.
-        findings.typed(Skill, item, at)
-        values = {k: v for k, v in item.items() if k in SKILL_FIELDS and isinstance(v, str)}
-        name, image, mount_path = values.get("name"), values.get("image"), values.get("mountPath")
-        pull_policy, skill_path = values.get("pullPolicy"), values.get("path")
+        skill = findings.typed(Skill, item, at)
+        if skill is not None:
+            name, image, mount_path = skill.name, skill.image, skill.mountPath
+            pull_policy, skill_path = skill.pullPolicy, skill.path
+        else:  # its type errors are reported: the rules below check whatever is a string
+            values = {k: v for k, v in item.items() if k in SKILL_FIELDS and isinstance(v, str)}
+            name, image, mount_path = values.get("name"), values.get("image"), values.get("mountPath")
+            pull_policy, skill_path = values.get("pullPolicy"), values.get("path")
         name_ok = name is not None and _check_name(at, name, names, findings)
         if name_ok:
             names.add(name)
