@@ -703,6 +703,11 @@ class StandInApiServer:
                 return
         create()
 
+    def settled(self) -> bool:
+        """Nothing delayed is still to happen: no grace period running out, no replacement pod or
+        readiness to come. What the server holds now is what it will hold until the next request."""
+        return not any(timer.is_alive() for timer in list(self._timers))
+
     # -- events and leases ---------------------------------------------------------------------------
 
     def events(self) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections import Counter
 from typing import Any, Callable, Iterator
 
@@ -22,20 +21,11 @@ from app.core.model import AgentRuntime, WorkloadRef
 from app.sources.kube.agentruntimes import AGENTRUNTIME_PLURAL, KubeInformerSource
 from app.sources.kube.reflector import InformerMetrics
 from tests.apiserver_standin import StandInApiServer, agentruntime
+from tests.polling import wait_until  # noqa: F401 - the reconciler tests import it from here
+from tests.serve_process import KUBECONFIG  # noqa: F401 - a kubeconfig for the stand-in (format url=server.url)
 
 CONVERGENCE_SECONDS = 5.0
 LIST_PATH = f"/apis/agent.kagenti.dev/v1alpha1/{AGENTRUNTIME_PLURAL}"
-
-
-# A kubeconfig for the stand-in (format with url=server.url), as `serve --kubeconfig` reads it.
-KUBECONFIG = """
-apiVersion: v1
-kind: Config
-clusters: [{{name: standin, cluster: {{server: "{url}"}}}}]
-users: [{{name: tester, user: {{token: not-a-secret}}}}]
-contexts: [{{name: standin, context: {{cluster: standin, user: tester}}}}]
-current-context: standin
-"""
 
 
 def api_client_for(server: StandInApiServer) -> kubernetes.client.ApiClient:
@@ -109,15 +99,6 @@ def populate(server: StandInApiServer, count: int, prefix: str = "rt") -> None:
         server.create(agentruntime(f"{prefix}-{i}", namespace=f"ns-{i % 3}", target=f"app-{i}"))
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = CONVERGENCE_SECONDS) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def truth(server: StandInApiServer) -> dict[tuple[str, str], AgentRuntime]:
     return {(o["metadata"]["namespace"], o["metadata"]["name"]): AgentRuntime.for_cache(o) for o in server.objects()}
 
@@ -143,12 +124,14 @@ def assert_converges(index: AgentRuntimeIndex, server: StandInApiServer) -> None
         expected = truth(server)
         return cached(index) == expected and lookups_agree(index, expected)
 
-    if not wait_until(converged):
+    def difference() -> str:
         expected, actual = truth(server), cached(index)
         missing = sorted(set(expected) - set(actual))
         extra = sorted(set(actual) - set(expected))
         stale = sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])
-        pytest.fail(f"index != server after {CONVERGENCE_SECONDS}s: missing {missing}, extra {extra}, stale {stale}")
+        return f"missing {missing}, extra {extra}, stale {stale}"
+
+    wait_until(converged, CONVERGENCE_SECONDS, "the index to equal the server's objects", explain=difference)
 
 
 def list_requests(server: StandInApiServer) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ restart an API server on its port, and compact etcd through its v3 JSON gateway.
 
 Also here, shared by the `tests/test_real_*.py` modules (which import the fixture names):
 
-- `wait_until(predicate, timeout, what)`: poll for a condition with a deadline, never a bare sleep;
+- `wait_until(predicate, timeout, what)` (from tests/polling.py): poll for a condition with a deadline;
 - fixtures `kube_cluster` (session), `kube_controllers` (session: the controller manager started),
   `kube_namespace` (a fresh namespace per test);
 - `serving(...)`: the real `skill-webhook serve` process against the cluster, and `registered(...)`:
@@ -34,11 +34,10 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -48,34 +47,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.polling import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 START_TIMEOUT = 60.0  # etcd / an API server ready; generous: two shared cores
 SERVE_START_TIMEOUT = 30.0
 SERVICE_RANGE = "10.0.0.0/24"
 
-T = TypeVar("T")
-
 kube = pytest.mark.kube
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` seconds pass (fail,
-    naming `what`). Exceptions from the predicate count as "not yet" and the last one is reported."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-            last_error = None
-        except Exception as exc:  # noqa: BLE001 - "not yet"; reported on timeout
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
-        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -30,11 +30,10 @@ import subprocess
 import tarfile
 import tempfile
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import bcrypt
 import httpx
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.core import registry_facts as supply
 from app.service.install.certs import cert_pem, generate_ca, generate_serving_cert, key_pem
+from tests.polling import wait_until  # test_resolver imports it from here too
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 SKOPEO_BIN = shutil.which("skopeo") or "/usr/bin/skopeo"
@@ -123,20 +123,18 @@ class Registry:
         (self.cert_dir / "ca.crt").write_bytes(cert_pem(ca_cert))
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+
+        def answers() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"docker-registry exited: {(self.root / 'registry.log').read_text()[-2000:]}")
+                raise AssertionError(f"docker-registry exited: {(self.root / 'registry.log').read_text()[-2000:]}")
             try:
-                verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
-                r = httpx.get(f"{self.url}/v2/", verify=verify, timeout=1.0)
-                if r.status_code in (200, 401):
-                    return
+                return httpx.get(f"{self.url}/v2/", verify=verify, timeout=1.0).status_code in (200, 401)
             except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("docker-registry did not become ready")
+                return False
+
+        wait_until(answers, timeout, f"docker-registry on {self.url} to answer /v2/", interval=0.05)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -453,10 +451,3 @@ class StallingServer:
         self.sock.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()

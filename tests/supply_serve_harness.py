@@ -2,7 +2,7 @@
 (README "Skill images and registries"): AgentRuntimes written as files, pods sent to `/mutate` over
 one keep-alive HTTPS connection, metrics read from `/metrics`.
 
-Builds on tests/test_serve_process.py (`serving`: the process, certificates, readiness, SIGTERM at
+Builds on tests/serve_process.py (`serving`: the process, certificates, readiness, SIGTERM at
 the end) and tests/builders.py (AgentRuntimes, pods, AdmissionReviews).
 """
 
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import jsonpatch
@@ -23,7 +22,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.builders import admission_review, deployment_pod, runtime_object, skill
-from tests.test_serve_process import Served, serving
+from tests.polling import wait_until
+from tests.serve_process import Served, serving
 
 NAMESPACE = "team-a"
 
@@ -143,13 +143,4 @@ def webhook(tmp_path: Path, runtimes: Path, *flags: str) -> Iterator[Webhook]:
             yield Webhook(served, client)
 
 
-def eventually(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """probe() until it returns something truthy; fail naming `what` (and the last value) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not seen within {timeout} s; last: {last!r}")
+eventually = wait_until  # the name test_supply_serve.py knows it by

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bench
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "scripts" / "bench"
 ROWS = ["mutate", "validate", "p99", "kopf-throughput", "kopf-p99", "everything-on", "lookup", "rss",
@@ -57,6 +59,8 @@ def test_smoke_run_reports_every_figure_as_json(smoke: tuple[subprocess.Complete
         assert row["figure"] and row["measured"] and row["target"], row
         # kopf is not a project dependency: without it its two rows say so instead of measuring.
         allowed = {"met", "missed", "skipped"} if row_id.startswith("kopf") else {"met", "missed"}
+        if row_id == "startup-yaml":  # shown, with no figure to meet
+            allowed = {"info"}
         assert row["status"] in allowed, row
         assert row["pass"] == (row["status"] == "met")
         if row["status"] != "skipped":
@@ -65,7 +69,7 @@ def test_smoke_run_reports_every_figure_as_json(smoke: tuple[subprocess.Complete
             assert "pip install kopf" in row["measured"]
     assert result["machine"]["cores"] == os.cpu_count()
     assert result["count"] == 1000 and result["rounds"] == 1
-    assert result["all_met"] == all(r["status"] in ("met", "skipped") for r in result["rows"])
+    assert result["all_met"] == all(r["status"] in ("met", "skipped", "info") for r in result["rows"])
     assert any(note.startswith("answers checked") for note in result["notes"])
     # The load generator's own ceiling and the everything-on server's background work are shown.
     assert "req/s" in rows["loadgen-ceiling"]["measured"]

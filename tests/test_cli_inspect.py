@@ -11,12 +11,12 @@ import pytest
 
 from app.core import registry_facts as supply
 from app.service.cli.main import main
-from tests.registry_harness import Layout, empty_config_artifact, new_cosign_key, shared_registries, signature_manifest, skillimage
+from tests.registry_harness import Layout, empty_config_artifact, new_cosign_key, signature_manifest, skillimage
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    regs = shared_registries()
+def images(docker_registries, tmp_path_factory):
+    regs = docker_registries
     work = tmp_path_factory.mktemp("inspect")
     layout = Layout(work / "oci")
     key, key_file = new_cosign_key(work, "cosign")
@@ -83,8 +83,8 @@ def test_the_console_script(images) -> None:
     assert "not mountable: an OCI artifact with an empty config" in done.stdout
 
 
-def test_a_plain_http_registry_says_to_list_it_as_insecure(images, capsys) -> None:
-    plain = shared_registries().plain.host
+def test_a_plain_http_registry_says_to_list_it_as_insecure(docker_registries, capsys) -> None:
+    plain = docker_registries.plain.host
     assert main(["inspect", f"{plain}/inspect/nothing:v1"]) == 1
     out = capsys.readouterr().out
     assert (f"{plain}/inspect/nothing:v1: error: TLS: the registry answered in plain HTTP; if it has no TLS, "

@@ -34,6 +34,7 @@ from app.service.cli import main as cli
 from app.service.http.app import ServiceState, create_app, create_health_app
 from app.sources.files.source import FileSource
 from tests.fuzzing import HttpxAppClient
+from tests.polling import wait_until
 
 SAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "samples"
 SAMPLE_REVIEW_BYTES = (SAMPLES / "admission-review.json").read_bytes()
@@ -567,10 +568,7 @@ def test_trickling_bodies_get_408_and_closed_and_do_not_slow_normal_requests():
     thread.start()
     tricklers: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started
+        wait_until(lambda: server.started, 10, "uvicorn to start")
         head = (b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000\r\n\r\n{")
         for _ in range(300):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,8 @@ from tests.informer_harness import (  # noqa: F401 (fixtures: server, metrics, m
     populate,
     running_standin,
     started,
-    wait_until,
 )
+from tests.polling import wait_until
 
 
 
@@ -54,7 +53,7 @@ def test_paginated_first_list_fills_the_index_and_only_then_marks_it_synced(serv
     server.lists_open.clear()  # hold the LIST: the informer has started but not synced
     informer = make_informer(page_size=10)
     informer.start()
-    time.sleep(0.3)
+    wait_until(lambda: list_requests(server), what="the first LIST to reach the server (where it is held)")
     assert not informer.index.synced.is_set()
     assert len(informer.index) == 0
 
@@ -86,12 +85,12 @@ def test_first_list_retries_until_the_server_answers(server, make_informer, metr
     assert_converges(informer.index, server)
 
 
-def test_synced_stays_set_through_later_outages(server, make_informer):
+def test_synced_stays_set_through_later_outages(server, make_informer, metrics):
     populate(server, 4)
     informer = started(make_informer, server)
     with server.outage():
         server.delete("ns-0", "rt-0")
-        time.sleep(0.3)
+        wait_until(lambda: metrics.restarts["dropped"] >= 2, what="the informer failing to reach the server twice")
         assert informer.index.synced.is_set()  # readiness drops only before the first sync
     assert_converges(informer.index, server)
     assert informer.index.synced.is_set()

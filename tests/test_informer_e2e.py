@@ -25,7 +25,8 @@ from app.service.settings import Settings
 from app.sources.kube.agentruntimes import KubeInformerSource
 from tests.apiserver_standin import StandInApiServer, agentruntime, version_info
 from tests.builders import decode_patch
-from tests.informer_harness import KUBECONFIG, running_standin, wait_until
+from tests.informer_harness import KUBECONFIG, running_standin
+from tests.polling import wait_until
 
 SAMPLE_POD = Path(__file__).resolve().parent.parent / "manifests" / "samples" / "pod.yaml"
 SKILL = {"name": "resume-reviewer", "image": "ghcr.io/example/resume-reviewer:v1", "mountPath": "/skills/review"}

@@ -30,8 +30,8 @@ from tests.informer_harness import (  # noqa: F401 (fixtures: server, metrics, m
     populate,
     running_standin,
     started,
-    wait_until,
 )
+from tests.polling import wait_until
 
 
 
@@ -43,7 +43,9 @@ def test_error_410_event_relists_and_reveals_changes_the_watch_never_saw(server,
         server.create(agentruntime("late", namespace="ns-1", target="late-app"))
         rt1 = next(o for o in server.objects() if o["metadata"]["name"] == "rt-1")
         server.update(dict(rt1, spec=dict(rt1["spec"], targetRef={"apiVersion": "v1", "kind": "Pod", "name": "p"})))
-    time.sleep(0.2)
+    # A bookmark after the changes: once it is applied, the watch has delivered all it ever will of them.
+    server.bookmark()
+    wait_until(lambda: metrics.events["BOOKMARK"] >= 1, what="the bookmark sent after the unseen changes")
     assert informer.index.get("ns-0", "rt-0") is not None  # the watch alone cannot know
 
     server.expire_watches()
@@ -62,7 +64,7 @@ def test_410_on_watch_start_after_an_outage_relists(server, make_informer, metri
         server.delete("ns-2", "rt-2")
         server.delete("ns-1", "rt-4")
         server.create(agentruntime("during-outage", namespace="ns-2", target="x"))
-        time.sleep(0.3)
+        wait_until(lambda: metrics.restarts["dropped"] >= 1, what="the informer losing its watch to the outage")
     assert_converges(informer.index, server)
     assert metrics.restarts["expired"] >= 1
     assert metrics.restarts["dropped"] >= 1

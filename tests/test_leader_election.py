@@ -11,7 +11,8 @@ import pytest
 
 from app.sources.kube.leader import LeaderElector, LeaderRecord, LeaseLock
 from tests.apiserver_standin import StandInApiServer
-from tests.informer_harness import api_client_for, running_standin, wait_until
+from tests.informer_harness import api_client_for, running_standin
+from tests.polling import wait_until
 
 NAMESPACE = "skill-webhook"
 LEASE = "skill-webhook-reconciler"

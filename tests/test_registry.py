@@ -24,14 +24,13 @@ from tests.registry_harness import (
     empty_config_artifact,
     multi_arch_index,
     sha256,
-    shared_registries,
     skillimage,
 )
 
 
 @pytest.fixture(scope="module")
-def regs(tmp_path_factory) -> Registries:
-    regs = shared_registries()
+def regs(docker_registries, tmp_path_factory) -> Registries:
+    regs = docker_registries
     layout = Layout(tmp_path_factory.mktemp("layout") / "oci")
     regs.pushed["resume"] = layout.tag(skillimage(layout, "resume-reviewer", "1.0.0"), "resume")
     regs.pushed["old"] = layout.tag(skillimage(layout, "old-skill", "0.9.0", status="deprecated"), "old")

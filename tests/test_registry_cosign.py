@@ -11,12 +11,12 @@ from app.core import registry_facts as supply
 from app.sources.registry.cosign import CosignKeyError, load_keys, signature_matches
 from app.sources.registry.client import RegistryClient
 from app.sources.registry.lookup import resolve_image
-from tests.registry_harness import Layout, new_cosign_key, shared_registries, signature_manifest, simple_signing_payload, skillimage
+from tests.registry_harness import Layout, new_cosign_key, signature_manifest, simple_signing_payload, skillimage
 
 
 @pytest.fixture(scope="module")
-def signed(tmp_path_factory):
-    regs = shared_registries()
+def signed(docker_registries, tmp_path_factory):
+    regs = docker_registries
     work = tmp_path_factory.mktemp("cosign")
     layout = Layout(work / "oci")
     key, key_file = new_cosign_key(work, "release")

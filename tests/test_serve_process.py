@@ -3,7 +3,7 @@ errors, shutdown, and the offline `mutate` command (README "Service surface", "C
 
 Every process is started with `sys.executable -m app.service.cli.main` (the console script's module), on
 ports picked free on 127.0.0.1, with certificates made in tmp_path and SKILL_WEBHOOK_* variables of
-the caller's environment removed.
+the caller's environment removed (tests/serve_process.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import sys
 import threading
 import time
 import warnings
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from contextlib import closing
 from pathlib import Path
 from typing import Iterator
 
@@ -31,94 +30,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.service.install.certs import load_cert, write_cert_bundle
+from tests.serve_process import ROOT, SAMPLE_REVIEW_BYTES, SAMPLES, Served, cli_env, free_port, run_cli, serving
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "manifests" / "samples"
-SAMPLE_REVIEW_BYTES = (SAMPLES / "admission-review.json").read_bytes()
-START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cli_env() -> dict[str, str]:
-    """The environment without our settings, except the resolver's off switch of tests/conftest.py
-    (the sample AgentRuntimes name public registries that tests must not contact)."""
-    return {
-        k: v for k, v in os.environ.items()
-        if not k.startswith("SKILL_WEBHOOK_") or k == "SKILL_WEBHOOK_RESOLVE_INTERVAL"
-    }
-
-
-def run_cli(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "app.service.cli.main", *args], cwd=ROOT, env=cli_env(), capture_output=True,
-        text=True, timeout=timeout, input=input,
-    )
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen
-    port: int
-    metrics_port: int
-    ca: Path
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}"
-
-    def verified_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca))
-
-
-@contextmanager
-def serving(tmp_path: Path, *extra: str) -> Iterator[Served]:
-    """`skill-webhook serve` with the file source and self-made certificates, ready; stopped with
-    SIGTERM (and killed only if that fails, so a hang shows as a test failure elsewhere)."""
-    port, metrics_port = free_port(), free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.service.cli.main", "serve", "--source", "file", "--runtimes", str(SAMPLES),
-             "--certs-dir", str(tmp_path / "certs"), "--host", "127.0.0.1", "--port", str(port),
-             "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port), *extra],
-            cwd=ROOT, env=cli_env(), stdout=out, stderr=subprocess.STDOUT,
-        )
-    served = Served(process, port, metrics_port, tmp_path / "certs" / "ca.crt", log)
-    try:
-        wait_ready(served)
-        yield served
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_ready(served: Served) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if served.process.poll() is not None:
-            raise AssertionError(f"serve exited with {served.process.returncode}:\n{served.log.read_text()}")
-        try:
-            if httpx.get(served.metrics_url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"serve not ready within {START_TIMEOUT} s:\n{served.log.read_text()}")
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")
@@ -279,16 +193,16 @@ def test_control_the_old_tls_client_does_speak_its_version(served, old):
         thread.join(timeout=10)
 
 
-def test_sigterm_stops_the_process_cleanly(tmp_path):
-    with serving(tmp_path) as served:
-        with httpx.Client(verify=served.verified_context(), timeout=10) as client:
-            assert client.post(served.url + "/mutate", content=SAMPLE_REVIEW_BYTES).status_code == 200
-        started = time.monotonic()
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.wait(timeout=10) == 0
-        assert time.monotonic() - started < 10
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
+def test_sigterm_stops_the_process_cleanly(serve_process):
+    served = serve_process()
+    with httpx.Client(verify=served.verified_context(), timeout=10) as client:
+        assert client.post(served.url + "/mutate", content=SAMPLE_REVIEW_BYTES).status_code == 200
+    started = time.monotonic()
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
     assert "Traceback" not in served.log.read_text()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 
 import kubernetes.client
 import pytest
@@ -23,7 +22,8 @@ from tests.apiserver_standin import (
     pod,
     selector_matches,
 )
-from tests.informer_harness import api_client_for, wait_until
+from tests.informer_harness import api_client_for
+from tests.polling import wait_until
 
 TYPE = "kagenti.io/type"
 
@@ -206,7 +206,7 @@ def test_a_statefulset_pod_comes_back_under_its_own_name(server, core):
 def test_evicted_pods_without_a_replacing_controller_do_not_come_back(server, core, owner):
     server.create_pod(pod("lonely", owner=owner))
     evict(core, "lonely")
-    time.sleep(0.5)
+    wait_until(server.settled, what="the stand-in to finish what the eviction started")
     assert server.pods() == []
 
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from app.service.install.certs import atomic_write, cert_pem, generate_ca, generate_serving_cert, key_pem
 from app.service.http.tls import ReloadingTLSContext
+from tests.polling import wait_until
 
 ROTATIONS = 10
 SERVE_NEW_CERT_WITHIN = 5.0
@@ -115,10 +116,12 @@ def running_server(tls: ReloadingTLSContext, loop: str = "auto") -> Iterator[int
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+
+    def started() -> bool:
+        assert thread.is_alive(), "uvicorn stopped before it started"
+        return server.started
+
+    wait_until(started, 10, "uvicorn to start")
     try:
         yield port
     finally:
@@ -145,12 +148,17 @@ def fetch(port: int, ctx: ssl.SSLContext, server_hostname: str = "127.0.0.1") ->
 
 
 def wait_until_served(port: int, ctx: ssl.SSLContext, der: bytes, timeout: float) -> float:
+    """Seconds until a new connection is served `der`; a request that fails meanwhile fails the test."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if fetch(port, ctx)[1] == der:
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"new certificate not served within {timeout} s")
+
+    def served() -> bool:
+        try:
+            return fetch(port, ctx)[1] == der
+        except Exception as exc:  # failing here, not "not yet": the rotation must fail no request
+            raise AssertionError(f"a request failed during the rotation: {exc!r}") from exc
+
+    wait_until(served, timeout, "the new certificate to be served", interval=0.05)
+    return time.monotonic() - start
 
 
 @dataclass
@@ -210,6 +218,7 @@ def kubelet_dir(tmp_path: Path, pair: Pair) -> Path:
 # -- tests -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ten rotations, each waiting for the file poll
 @pytest.mark.parametrize("writer", [write_kubelet_style, write_by_rename, write_in_place], ids=lambda w: w.__name__)
 def test_rotation_under_load_fails_no_request_and_serves_new_cert_within_5s(tmp_path, ca, writer: Writer):
     directory = kubelet_dir(tmp_path, new_pair(ca)) if writer is write_kubelet_style else tmp_path
@@ -223,7 +232,9 @@ def test_rotation_under_load_fails_no_request_and_serves_new_cert_within_5s(tmp_
                 pair = new_pair(ca)
                 writer(directory, pair, generation)
                 delays.append(wait_until_served(port, ctx, pair.der, SERVE_NEW_CERT_WITHIN))
-            time.sleep(0.2)  # let both clients finish a few requests on the last certificate
+            done = fresh.ok, keepalive.ok
+            wait_until(lambda: fresh.ok > done[0] + 2 and keepalive.ok > done[1] + 2, 10,
+                       "both clients to finish a few requests on the last certificate")
         assert tls.reloads == ROTATIONS + 1
     assert fresh.failures == [] and keepalive.failures == []
     assert fresh.ok > ROTATIONS and keepalive.ok > ROTATIONS
