@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core import decode as cache
@@ -143,7 +143,6 @@ _entries = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
 @given(entries=st.lists(_entries, max_size=5), in_annotation=st.booleans(), allow=st.sampled_from([(), ("ghcr.io",)]))
 def test_the_cached_model_is_the_fully_validated_one(entries, in_annotation: bool, allow) -> None:
     """What cached_runtime builds in its one pass equals what full validation says and what

@@ -16,7 +16,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core.model import MAX_SKILLS
@@ -236,7 +236,6 @@ _objects = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
 @given(obj=_objects)
 def test_crd_never_rejects_what_the_webhook_accepts(obj: dict) -> None:
     report = validate_agentruntime(copy.deepcopy(obj))

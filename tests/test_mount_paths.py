@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core.validation.paths import (
@@ -105,7 +105,6 @@ def test_mount_path_problems(path: str, problems: tuple[str, ...]) -> None:
     assert mount_path_problems(path) == problems
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     before=st.text(st.characters(min_codepoint=0x30, max_codepoint=0x7a), max_size=8),
     char=st.sampled_from([chr(c) for c in range(0x20)] + ["\x7f"]),
@@ -127,7 +126,6 @@ def test_first_enclosing_finds_the_outermost_owner() -> None:
 _paths = st.lists(st.sampled_from(["a", "b", "ab", ".", "", "dev", "devices"]), max_size=6).map(lambda p: "/" + "/".join(p))
 
 
-@settings(max_examples=400, deadline=None)
 @given(path=_paths, parent=_paths)
 def test_containment_agrees_with_posix_normalisation(path: str, parent: str) -> None:
     norm, norm_parent = posixpath.normpath(path), posixpath.normpath(parent)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from app.core.validation.oci import (
@@ -153,7 +153,6 @@ _references = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
 @given(text=_references)
 def test_generated_references_parse_and_round_trip(text: str) -> None:
     assume(len(text) <= 200)
@@ -162,7 +161,6 @@ def test_generated_references_parse_and_round_trip(text: str) -> None:
     assert registry_allowed(reference, [reference.registry])
 
 
-@settings(max_examples=500, deadline=None)
 @given(text=st.text(max_size=60) | st.text(alphabet="abc/:@.-_9AZ", max_size=40))
 def test_any_text_parses_or_is_refused_with_a_reason(text: str) -> None:
     try:

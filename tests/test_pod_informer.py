@@ -13,7 +13,7 @@ import time
 import tracemalloc
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core.names import DEFAULT_DOMAIN, Domain
@@ -180,7 +180,6 @@ def test_owner_falls_back_to_the_first_reference_and_as_pod_resolves_bare_pods()
 label_keys = st.sampled_from([TYPE, DOMAIN.skills_inject_label, "pod-template-hash", "app", "other.io/type", "kagenti.io.evil/x"])
 
 
-@settings(max_examples=100, deadline=None)
 @given(labels=st.dictionaries(label_keys, st.text(alphabet="abc", max_size=3), max_size=6),
        ready=st.booleans(), deleting=st.booleans())
 def test_summaries_round_trip_through_as_pod(labels, ready, deleting):

@@ -8,7 +8,7 @@ import json
 
 import kubernetes.client
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
@@ -374,7 +374,6 @@ def test_restart_restamps_pods_and_leases_too(server, core):
 label_values = st.sampled_from(["agent", "tool", "other", ""])
 
 
-@settings(max_examples=200, deadline=None)
 @given(value=st.one_of(st.none(), label_values), wanted=st.sets(st.sampled_from(["agent", "tool", "other"]), min_size=1))
 def test_selector_set_operators_agree_with_their_definition(value, wanted):
     obj = {"metadata": {"labels": {} if value is None else {TYPE: value}}}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core.admission import admission_response, parse_admission_review
@@ -380,7 +380,6 @@ _agentruntime = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(obj=_agentruntime | _garbage, operation=st.sampled_from(["CREATE", "UPDATE"]))
 def test_validation_never_raises(obj: Any, operation: str) -> None:
     index = AgentRuntimeIndex()
