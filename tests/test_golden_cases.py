@@ -29,6 +29,7 @@ import yaml
 
 from app.core.decode import cached_runtime
 from app.core.matching.index import AgentRuntimeIndex
+from app.core.mutation.injection import read_injected_record
 from app.core.mutation.puller import PullerConfig
 from app.core.mutation.review import MutationOptions
 from app.core.names import Domain
@@ -138,6 +139,24 @@ def test_golden_case(path, variant):
     patched = apply_and_recheck(case["pod"], decision, index, options, namespace)
     assert patched == case["expected"], _difference(patched, case["expected"])
     assert_valid_pod_public_api(case["expected"])
+    _only_the_agent_and_the_puller_change(case["pod"], patched, options)
+
+
+def _only_the_agent_and_the_puller_change(before: dict[str, Any], after: dict[str, Any], options: MutationOptions) -> None:
+    """Every container but the agent (the one the record names) is as it was, the only container added is
+    the puller, and where there is a puller it is the first init container."""
+    annotations = (after.get("metadata") or {}).get("annotations") or {}
+    record = read_injected_record(annotations.get(options.domain.skills_injected))
+    changed = {options.puller.name, record.container if record is not None else None}
+    for kind in ("containers", "initContainers", "ephemeralContainers"):
+        old = {c["name"]: c for c in before["spec"].get(kind) or []}
+        new = {c["name"]: c for c in after["spec"].get(kind) or []}
+        assert set(new) - set(old) <= {options.puller.name}, (kind, set(new) - set(old))
+        for name, container in old.items():
+            assert name in changed or new.get(name) == container, f"{kind} {name} changed"
+    init = [c["name"] for c in after["spec"].get("initContainers") or []]
+    if options.puller.name in init:
+        assert init[0] == options.puller.name, init
 
 
 def _difference(actual: dict[str, Any], expected: dict[str, Any]) -> str:
@@ -148,6 +167,10 @@ def _difference(actual: dict[str, Any], expected: dict[str, Any]) -> str:
 def test_there_are_enough_cases_and_both_outcomes():
     cases = [_load(p) for p in CASE_FILES]
     assert len(cases) >= 12
+    # Both deliveries: some expected pods have the puller, some image volumes.
+    expected = [c["expected"]["spec"] for c in cases if "expected" in c]
+    assert any(c.get("initContainers") and c["initContainers"][0]["name"] == "skill-pull" for c in expected)
+    assert any("image" in v for c in expected for v in c.get("volumes") or [])
     assert any("denied" in c for c in cases) and any(c.get("expected") != c["pod"] for c in cases if "expected" in c)
 
 

@@ -3,7 +3,8 @@
 Whenever the pod is allowed: the patch applies with jsonpatch to the very object it was made for, the
 result is a v1 Pod the Kubernetes 1.33 schema accepts, the mutation on the result returns an empty
 patch, only the agent container gains mounts, and nothing changes but the documented fields (skill
-volumes appended, skill mounts appended, SKILL_FOLDERS, the two annotations). Whenever it is denied:
+volumes appended, skill mounts appended, SKILL_FOLDERS, the two annotations, and with delivery by
+extraction the puller first among the init containers with its volumes). Whenever it is denied:
 409 exactly when the pod really collides with a skill, with a message naming the AgentRuntime.
 A second property feeds broken shapes and asks only for no crash, a 400/409, or a patch that applies."""
 
@@ -61,6 +62,10 @@ IMAGE = st.builds(
     ),
 )
 PULL_POLICY = st.sampled_from([None, None, "Always", "IfNotPresent", "Never"])
+# A directory inside the image (the mount's subPath), mostly absent.
+SKILL_PATH = st.one_of(st.none(), st.none(), st.none(),
+                       st.lists(PATH_COMPONENT, min_size=1, max_size=3).map("/".join))
+PULLER = "skill-pull"
 ANNOTATION_KEY = st.one_of(
     st.sampled_from(["example.com/owner", "a~b", "x/y~1z", "~0", "team.io/a~b/c", "plain"]),
     st.builds(lambda a, b: f"{a}.io/{b}", st.text(LOWER, min_size=1, max_size=6), st.text(LOWER + "~", min_size=1,
@@ -85,6 +90,9 @@ def runtimes(draw) -> dict[str, Any]:
         policy = draw(PULL_POLICY)
         if policy:
             entry["pullPolicy"] = policy
+        inside = draw(SKILL_PATH)
+        if inside is not None:
+            entry["path"] = inside
         skills.append(entry)
     return {
         "apiVersion": "agent.kagenti.dev/v1alpha1",
@@ -206,8 +214,10 @@ def scenarios(draw) -> tuple[dict[str, Any], dict[str, Any], MutationOptions]:
         spec["volumes"] = volumes
     if draw(st.integers(0, 9)) == 0:
         spec["ephemeralContainers"] = [{"name": "debugger", "image": "busybox:1"}]
+    if draw(st.integers(0, 3)) == 0:
+        spec["imagePullSecrets"] = [{"name": n} for n in draw(st.lists(DNS_LABEL, min_size=1, max_size=2, unique=True))]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
-    options = MutationOptions(sidecar_names=frozenset(sidecars))
+    options = MutationOptions(sidecar_names=frozenset(sidecars), delivery=draw(st.sampled_from(["image", "extract"])))
     return pod, runtime, options
 
 
@@ -220,10 +230,22 @@ def _agent_index(pod: dict[str, Any], options: MutationOptions) -> int | None:
         return None
 
 
-def _collides(pod: dict[str, Any], runtime: AgentRuntime, agent: int | None) -> bool:
+def _deliveries(pod: dict[str, Any], runtime: AgentRuntime, options: MutationOptions) -> dict[str, str]:
+    """Skill name -> how the pod gets it: an image volume already there with the skill's image is kept
+    whatever the delivery; any other skill is delivered as the options say."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    return {s.name: "image" if options.delivery == "image" or
+            (volumes.get(s.volume_name) or {}).get("image", {}).get("reference") == s.image else "extract"
+            for s in runtime.spec.skills}
+
+
+def _collides(pod: dict[str, Any], runtime: AgentRuntime, agent: int | None, options: MutationOptions) -> bool:
     """The oracle for 409, written from the README's rules independently of build_skill_patch."""
     if agent is None:
         return True
+    names = {c["name"] for kind in ("containers", "initContainers") for c in pod["spec"].get(kind) or []}
+    if "extract" in _deliveries(pod, runtime, options).values() and PULLER in names:
+        return True  # not ours: the generator never makes the puller itself
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
     mounts = {normalize_mount_path(m["mountPath"]): m["name"]
               for m in pod["spec"]["containers"][agent].get("volumeMounts") or []}
@@ -239,6 +261,9 @@ def _collides(pod: dict[str, Any], runtime: AgentRuntime, agent: int | None) -> 
 
 def _documented_fields_removed(pod: dict[str, Any], agent: int) -> dict[str, Any]:
     stripped = copy.deepcopy(pod)
+    init = [c for c in stripped["spec"].pop("initContainers", None) or [] if c["name"] != PULLER]
+    if init:
+        stripped["spec"]["initContainers"] = init
     stripped["spec"].pop("volumes", None)
     stripped["spec"]["containers"][agent].pop("volumeMounts", None)
     stripped["spec"]["containers"][agent].pop("env", None)
@@ -246,24 +271,52 @@ def _documented_fields_removed(pod: dict[str, Any], agent: int) -> dict[str, Any
     return stripped
 
 
-def _expected_volume(skill: Any) -> dict[str, Any]:
+def _expected_volume(skill: Any, delivery: str) -> dict[str, Any]:
     """Written from the contract, not from the code: volume `skill-<name>` with the image reference,
-    and pullPolicy only when the skill sets one."""
+    and pullPolicy only when the skill sets one; extracted, an emptyDir of the size limit."""
+    if delivery == "extract":
+        return {"name": "skill-" + skill.name, "emptyDir": {"sizeLimit": "64Mi"}}
     image = {"reference": skill.image, "pullPolicy": skill.pullPolicy} if skill.pullPolicy else {"reference": skill.image}
     return {"name": "skill-" + skill.name, "image": image}
 
 
 def _expected_mount(skill: Any) -> dict[str, Any]:
-    return {"name": "skill-" + skill.name, "mountPath": skill.mountPath, "readOnly": True}
+    mount = {"name": "skill-" + skill.name, "mountPath": skill.mountPath, "readOnly": True}
+    return {**mount, "subPath": skill.path} if skill.path is not None else mount
 
 
-def _check_documented_fields(before: dict[str, Any], after: dict[str, Any], runtime: AgentRuntime, agent: int) -> None:
+def _check_puller(before: dict[str, Any], after: dict[str, Any], runtime: AgentRuntime, delivered: dict[str, str]) -> list[str]:
+    """The puller is first, fetches exactly the extracted skills (with their paths), mounts only their
+    volumes and the pull secrets; returns the names of the volumes added for it."""
+    old_init = before["spec"].get("initContainers") or []
+    new_init = after["spec"].get("initContainers") or []
+    extracted = [s for s in runtime.spec.skills if delivered[s.name] == "extract"]
+    if not extracted:
+        assert new_init == old_init
+        return []
+    puller, rest = new_init[0], new_init[1:]
+    assert puller["name"] == PULLER and puller["command"] == ["skill-webhook", "pull"] and rest == old_init
+    wanted: list[str] = []
+    for s in extracted:
+        wanted += ["--skill", f"{s.name}={s.image}"] + (["--skill-path", f"{s.name}={s.path}"] if s.path is not None else [])
+    assert puller["args"][: len(wanted)] == wanted
+    secrets = [f"skill-pull-secret-{i}" for i, _ in enumerate(before["spec"].get("imagePullSecrets") or [])]
+    assert [m["name"] for m in puller["volumeMounts"]] == ["skill-" + s.name for s in extracted] + secrets
+    assert all(m.get("readOnly") for m in puller["volumeMounts"][len(extracted):])
+    return secrets
+
+
+def _check_documented_fields(before: dict[str, Any], after: dict[str, Any], runtime: AgentRuntime, agent: int,
+                             delivered: dict[str, str]) -> None:
     skills = runtime.spec.skills
     old_volumes = before["spec"].get("volumes") or []
     new_volumes = after["spec"].get("volumes") or []
     present = {v["name"] for v in old_volumes}
+    secrets = _check_puller(before, after, runtime, delivered)
     assert new_volumes[: len(old_volumes)] == old_volumes
-    assert new_volumes[len(old_volumes):] == [_expected_volume(s) for s in skills if "skill-" + s.name not in present]
+    added = [_expected_volume(s, delivered[s.name]) for s in skills if "skill-" + s.name not in present]
+    assert new_volumes[len(old_volumes):len(old_volumes) + len(added)] == added
+    assert [v["name"] for v in new_volumes[len(old_volumes) + len(added):]] == secrets
 
     old_agent, new_agent = before["spec"]["containers"][agent], after["spec"]["containers"][agent]
     old_mounts = old_agent.get("volumeMounts") or []
@@ -296,7 +349,9 @@ def _check_documented_fields(before: dict[str, Any], after: dict[str, Any], runt
     listed_names = json.loads(new_annotations[ANNOTATION_SKILLS])
     assert len(listed_names) == len(set(listed_names)) and {s.name for s in skills} <= set(listed_names)
     entries = [
-        {"name": s.name, "image": s.image, "mountPath": s.mountPath, **({"pullPolicy": s.pullPolicy} if s.pullPolicy else {})}
+        {"name": s.name, "image": s.image, "mountPath": s.mountPath, **({"pullPolicy": s.pullPolicy} if s.pullPolicy else {}),
+         **({"path": s.path} if s.path is not None else {}),
+         **({"delivery": "extract"} if delivered[s.name] == "extract" else {})}
         for s in skills
     ]
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
@@ -326,7 +381,7 @@ def test_patch_properties(scenario):
     if not matched or not runtime.spec.skills:
         assert decision.allowed and not decision.patch
         return
-    if _collides(pod, runtime, agent):
+    if _collides(pod, runtime, agent, options):
         assert not decision.allowed and decision.code == 409 and decision.patch is None
         assert decision.message and f'AgentRuntime "{runtime.metadata.name}"' in decision.message
         return
@@ -339,7 +394,7 @@ def test_patch_properties(scenario):
     for i, (old, new) in enumerate(zip(before["spec"]["containers"], after["spec"]["containers"])):
         if i != agent:
             assert new == old, f"container {old['name']} changed"
-    _check_documented_fields(before, after, runtime, agent)
+    _check_documented_fields(before, after, runtime, agent, _deliveries(pod, runtime, options))
 
 
 # -- broken shapes: never a crash, never a patch that does not apply ---------------------------------

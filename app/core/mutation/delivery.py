@@ -135,6 +135,8 @@ class SkillDelivery:
     delivery: Delivery
     path: str | None = None
     reason: str = ""
+    # What the pod's creator should know about it (an artifact that an image volume mounts empty).
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,10 @@ class DeliveryPlan:
 
     skills: tuple[SkillDelivery, ...] = ()
     blocked: str | None = None
-    warnings: tuple[str, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(s.warning for s in self.skills if s.warning)
 
 
 def default_path(facts: ImageFacts | None) -> str | None:
@@ -178,29 +183,25 @@ def plan_delivery(
         ))
     cluster = policy.auto_extracts() if setting == "auto" else None
     planned: list[SkillDelivery] = []
-    warnings: list[str] = []
     for skill in skills:
         known = facts(skill.image) if facts is not None else None
         path = skill.path if skill.path is not None else default_path(known)
         artifact = known is not None and known.mountable is False
+        warning = None
         if setting == "extract":
             delivery, reason = "extract", source
         elif setting == "image":
             delivery, reason = "image", source
             if artifact:
-                warnings.append(
-                    f'skill "{skill.name}": image {skill.image} is an OCI artifact: an image volume of it mounts an '
-                    f"empty directory, and its delivery is forced to image ({source})"
-                )
+                warning = (f'skill "{skill.name}": image {skill.image} is an OCI artifact: an image volume of it mounts '
+                           f"an empty directory, and its delivery is forced to image ({source})")
         elif cluster is not None:
             delivery, reason = "extract", cluster
         elif artifact:
             delivery, reason = "extract", "an OCI artifact: an image volume of it mounts an empty directory"
-            warnings.append(
-                f'skill "{skill.name}": image {skill.image} is an OCI artifact: an image volume of it would mount an '
-                "empty directory; delivered by extraction"
-            )
+            warning = (f'skill "{skill.name}": image {skill.image} is an OCI artifact: an image volume of it would '
+                       "mount an empty directory; delivered by extraction")
         else:
             delivery, reason = "image", source
-        planned.append(SkillDelivery(delivery, path, reason))
-    return DeliveryPlan(tuple(planned), None, tuple(warnings))
+        planned.append(SkillDelivery(delivery, path, reason, warning))
+    return DeliveryPlan(tuple(planned))

@@ -217,10 +217,8 @@ def _puller_ops(
     kept as it is when it already fetches them all (reinvocation: its arguments are never rewritten),
     rebuilt when a skill switched to extraction since it was added, moved back to the front when
     another webhook put an init container before it."""
-    names = {c.get("name") for c in containers} | {
-        c.get("name") for i, c in enumerate(init_containers or ()) if isinstance(c, dict) and i != ours
-    }
-    if config.name in names:
+    others = [*containers, *(c for i, c in enumerate(init_containers or ()) if isinstance(c, dict) and i != ours)]
+    if any(c.get("name") == config.name for c in others):
         raise SkillConflict(
             f'{where}: skills delivered by extraction need the init container "{config.name}", and the pod already '
             f'has a container "{config.name}" that is not the skill puller'

@@ -110,7 +110,6 @@ def mutate_pod(
     if supply.denial is not None:
         code, reason, message = supply.denial
         return _denied(code, f'AgentRuntime "{runtime.metadata.name}": {message}', reason, "supply-denied", decision)
-    decision.warnings += plan.warnings
     try:
         choice = choose_agent_container(
             names, annotations, options.sidecar_names, domain, record.container if record else None
@@ -128,6 +127,9 @@ def mutate_pod(
     except MalformedPod as err:
         return _deny_malformed(decision, str(err))
     decision.patch = patch.operations
+    # A skill kept as the pod already has it (reinvocation) is not what the plan warned about.
+    decision.warnings += [s.warning for s, done in zip(plan.skills, patch.injected)
+                          if s.warning and done.delivery == s.delivery]
     decision.warnings += patch.warnings
     decision.skills = [s.name for s in skills]
     decision.extracted = sum(1 for s in patch.injected if s.delivery == "extract")
