@@ -109,3 +109,19 @@ def test_unusable_registry_files_stop_the_command(images, tmp_path, capsys, flag
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"skill-webhook inspect: {message.format(path=path)}")
     assert len(err.splitlines()) == 1
+
+
+def test_a_bundle_lists_its_skills_and_an_artifact_says_it_is_extracted(docker_registries, images, tmp_path, capsys) -> None:
+    host, _, _, flags, _ = images
+    layout = Layout(tmp_path / "oci")
+    files = {"pdf-tools/SKILL.md": b"---\nname: pdf-tools\n---\n", "csv-tools/SKILL.md": b"---\nname: csv-tools\n---\n"}
+    annotations = {supply.SKILLIMAGE_BUNDLE: "true", supply.SKILLIMAGE_BUNDLE_SKILLS: "pdf-tools, csv-tools"}
+    layout.tag(layout.image(files, annotations), "bundle")
+    docker_registries.secure.push(layout, "bundle", "inspect/bundle", dest_tag="v1")
+    assert main(["inspect", f"{host}/inspect/bundle:v1", *flags]) == 0
+    out = capsys.readouterr().out
+    assert f"{host}/inspect/bundle:v1: bundle of 2 skill(s): pdf-tools, csv-tools (choose one with path)" in out
+    assert main(["inspect", "-o", "json", f"{host}/inspect/bundle:v1", *flags]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["bundleSkills"] == ["pdf-tools", "csv-tools"]
+    main(["inspect", f"{host}/inspect/artifact:v1", *flags])
+    assert "an image volume of it is an empty directory; --delivery auto extracts it" in capsys.readouterr().out

@@ -209,3 +209,20 @@ def test_node_verdicts_compare_by_value():
     """The mutation's options are replaced when the verdict changes, and staleness memos compare them."""
     assert judge_nodes([("a", "containerd://2.0.5")]) == NodeRuntimes(1, (("a", "containerd://2.0.5"),), ())
     assert DeliveryPolicy(nodes=judge_nodes([("a", "containerd://2.0.5")])) != DeliveryPolicy(nodes=OLD_NODES)
+
+
+# -- what the resolver reads of bundles -----------------------------------------------------------------
+
+from app.core.registry_facts import SKILLIMAGE_BUNDLE, SKILLIMAGE_BUNDLE_SKILLS, bundle_skills  # noqa: E402
+
+
+@pytest.mark.parametrize(("annotations", "skills"), [
+    ({SKILLIMAGE_BUNDLE: "true", SKILLIMAGE_BUNDLE_SKILLS: "pdf-tools, csv-tools,"}, ("pdf-tools", "csv-tools")),
+    ({SKILLIMAGE_BUNDLE: "True", SKILLIMAGE_BUNDLE_SKILLS: '["pdf-tools", "csv-tools"]'}, ("pdf-tools", "csv-tools")),
+    ({SKILLIMAGE_BUNDLE: "true"}, ()),
+    ({SKILLIMAGE_BUNDLE: "true", SKILLIMAGE_BUNDLE_SKILLS: "[broken"}, ()),
+    ({SKILLIMAGE_BUNDLE: "false", SKILLIMAGE_BUNDLE_SKILLS: "pdf-tools"}, None),
+    ({SKILLIMAGE_BUNDLE_SKILLS: "pdf-tools"}, None),
+])
+def test_bundle_annotations(annotations, skills):
+    assert bundle_skills(annotations) == skills

@@ -101,7 +101,14 @@ def print_table(results: Sequence[ImageFacts], out: Any) -> None:
         if f.media_type:
             notes.append(f"{f.reference}: media type {f.media_type}, config {f.config_media_type or '-'}")
         if f.mountable is False:
-            notes.append(f"{f.reference}: not mountable: {f.mount_reason}")
+            notes.append(f"{f.reference}: not mountable: {f.mount_reason} (an image volume of it is an empty "
+                         "directory; --delivery auto extracts it)")
+        if f.agentskills_artifact:
+            notes.append(f"{f.reference}: agentskills artifact: its skill is the directory {f.agentskills_name}/ "
+                         "(the default path)")
+        if f.bundle_skills is not None:
+            notes.append(f"{f.reference}: bundle of {len(f.bundle_skills)} skill(s): "
+                         f"{', '.join(f.bundle_skills) or 'none listed'} (choose one with path)")
         if f.deprecated:
             notes.append(f"{f.reference}: deprecated (io.skillimage.status)")
         if f.description:
