@@ -3,8 +3,9 @@ serve` process (file source) whose resolver talks to a real registry (Debian's d
 htpasswd) holding skill images pushed with skopeo and signed in cosign's key format.
 
 - `--pin-digests on --verify-signatures enforce`: the signed skill's pod gets `<repo>:<tag>@<digest>`
-  (volume, record, `<domain>/skills-metadata`), the unsigned skill's pod is denied 403, `/validate`
-  refuses the unsigned image and an artifact once they are known.
+  (volume, record, `<domain>/skills-metadata`), the unsigned skill's pod is denied 403, the artifact's
+  pod gets it by extraction (the puller fetches the pinned digest), `/validate` refuses the unsigned
+  image once known, and an artifact only where its delivery is forced to image volumes.
 - A tag moved to a new digest is picked up within one resolve interval.
 - Registry down (stopped before anything was resolved) and stalled (accepts, never answers):
   `--pin-digests required` denies 503, `on` admits by tag with a warning and counts the pod;
@@ -143,12 +144,15 @@ def test_unsigned_skill_pod_is_denied_403_naming_the_skill(enforcing, images):
     assert enforcing.metric("skill_webhook_signature_verdicts_total", verdict="unverified") >= 1
 
 
-def test_an_artifact_pod_is_admitted_with_a_warning_that_it_will_not_start(enforcing, images):
-    # Admission warns (the pod's fate is the node's); refusing the AgentRuntime is validation's job.
+def test_an_artifact_pod_gets_its_skill_by_extraction_of_the_pinned_digest(enforcing, images):
+    # An image volume of an artifact would be an empty directory: --delivery auto extracts it instead.
     answer = enforcing.mutate("artifact")
-    assert answer.allowed
-    assert answer.volume_references() == {"skill-artifact-skill": f"{images.ref('artifact')}@{images.artifact}"}
-    assert any("artifact-skill" in w and "cannot mount" in w for w in answer.warnings), answer.warnings
+    assert answer.allowed and answer.volume_references() == {}
+    puller = answer.pod["spec"]["initContainers"][0]
+    assert puller["name"] == "skill-pull"
+    assert puller["args"][:2] == ["--skill", f"artifact-skill={images.ref('artifact')}@{images.artifact}"]
+    assert {"name": "skill-artifact-skill", "emptyDir": {"sizeLimit": "64Mi"}} in answer.pod["spec"]["volumes"]
+    assert any("artifact-skill" in w and "delivered by extraction" in w for w in answer.warnings), answer.warnings
 
 
 def candidate(image: str) -> dict:
@@ -167,12 +171,18 @@ def test_validate_denies_the_unsigned_image_once_known(enforcing, images):
     assert response["allowed"] is False and "--verify-signatures is enforce" in response["status"]["message"]
 
 
-def test_validate_denies_an_artifact_as_not_mountable(enforcing, images):
+def test_validate_denies_an_artifact_only_where_its_delivery_is_image(enforcing, images):
     report = enforcing.dry_run(candidate(images.ref("artifact")))
+    assert report["allowed"] is True
+    assert any(w.startswith("spec.skills[0].image: ") and "delivered by extraction" in w for w in report["warnings"])
+    forced = candidate(images.ref("artifact"))
+    forced["metadata"]["annotations"] = {"kagenti.io/skill-delivery": "image"}
+    report = enforcing.dry_run(forced)
     assert report["allowed"] is False
     (error,) = report["errors"]
     assert error.startswith(f'spec.skills[0].image: Invalid value: "{images.ref("artifact")}"')
-    assert error.endswith("an OCI artifact that image volumes cannot mount (an OCI artifact with an empty config, not an image)")
+    assert error.endswith("an OCI artifact that image volumes cannot mount (an OCI artifact with an empty config, "
+                          "not an image): its image volume would be an empty directory, and delivery is image")
 
 
 def test_validate_allows_the_signed_image(enforcing, images):
