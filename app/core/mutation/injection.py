@@ -54,7 +54,8 @@ def injected_skills(
     and its delivery and path (`deliveries`, in the same order; None: image volumes of `path` as written)."""
     refs = references or {}
     if deliveries is None:
-        return tuple(InjectedSkill(s.name, refs.get(s.name, s.image), s.mountPath, s.pullPolicy, s.path) for s in skills)
+        return tuple(InjectedSkill(s.name, refs.get(s.name, s.image), s.mountPath, s.pullPolicy, s.path)
+                     for s in skills)
     return tuple(
         InjectedSkill(s.name, refs.get(s.name, s.image), s.mountPath, s.pullPolicy, d.path, d.delivery)
         for s, d in zip(skills, deliveries)

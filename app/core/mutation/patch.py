@@ -128,7 +128,8 @@ def build_skill_patch(
         elif (reference := _image_reference(existing)) in (wanted, skill.image):
             entry = InjectedSkill(skill.name, reference, skill.mountPath, skill.pullPolicy, plan.path)
         elif "emptyDir" in existing and skill.name in pulled:
-            entry = InjectedSkill(skill.name, pulled[skill.name], skill.mountPath, skill.pullPolicy, plan.path, "extract")
+            entry = InjectedSkill(skill.name, pulled[skill.name], skill.mountPath, skill.pullPolicy, plan.path,
+                                  "extract")
         else:
             holder = (
                 "another skill of the same name already uses"  # only when validation was bypassed
@@ -224,14 +225,12 @@ def _puller_ops(
             f'has a container "{config.name}" that is not the skill puller'
         )
     if ours is not None and all(e.name in pulled for e in extracted):
-        return [] if ours == 0 else [{"op": "move", "from": f"/spec/initContainers/{ours}", "path": "/spec/initContainers/0"}]
+        return [] if ours == 0 else [_to_front(ours)]
     secrets = _pull_secret_names(spec)
     container = puller_container(config, [PulledSkill(e.name, e.image, e.path) for e in extracted], secrets)
     if ours is not None:  # rebuilt in place, then moved to the front
         ops: list[Operation] = [{"op": "replace", "path": f"/spec/initContainers/{ours}", "value": container}]
-        if ours != 0:
-            ops.append({"op": "move", "from": f"/spec/initContainers/{ours}", "path": "/spec/initContainers/0"})
-        return ops
+        return ops + [_to_front(ours)] if ours != 0 else ops
     for volume in puller_volumes(config, secrets):
         existing = present.get(volume["name"])
         if existing is None:
@@ -245,6 +244,10 @@ def _puller_ops(
     if init_containers is None:
         return [{"op": "add", "path": "/spec/initContainers", "value": [container]}]
     return [{"op": "add", "path": "/spec/initContainers/0", "value": container}]
+
+
+def _to_front(index: int) -> Operation:
+    return {"op": "move", "from": f"/spec/initContainers/{index}", "path": "/spec/initContainers/0"}
 
 
 def _pull_secret_names(spec: dict[str, Any]) -> list[str | None]:

@@ -131,7 +131,9 @@ def puller_volumes(config: PullerConfig, pull_secrets: Sequence[str | None]) -> 
             "secret": {"secretName": secret, "optional": True, "defaultMode": 0o444},
         })
     if config.registry_ca_configmap:
-        volumes.append({"name": REGISTRY_CA_VOLUME, "configMap": {"name": config.registry_ca_configmap, "optional": True}})
+        volumes.append(
+            {"name": REGISTRY_CA_VOLUME, "configMap": {"name": config.registry_ca_configmap, "optional": True}}
+        )
     return volumes
 
 

@@ -337,7 +337,8 @@ def _differences(
         if seen.delivery != skill.delivery:
             lines.append(f"{skill.name}: delivery {seen.delivery} -> {skill.delivery}")
         elif skill.delivery == "image" and seen.pull_policy != skill.pullPolicy:
-            lines.append(f"{skill.name}: pullPolicy {seen.pull_policy or '(default)'} -> {skill.pullPolicy or '(default)'}")
+            before_policy, now_policy = seen.pull_policy or "(default)", skill.pullPolicy or "(default)"
+            lines.append(f"{skill.name}: pullPolicy {before_policy} -> {now_policy}")
         if seen.path != skill.path:
             lines.append(f"{skill.name}: path {seen.path or '(image root)'} -> {skill.path or '(image root)'}")
     kept = [n for n in record.skills if n in wanted_names]

@@ -37,8 +37,9 @@ def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any
         if facts.mountable is False:
             why = facts.mount_reason or f"config media type {facts.config_media_type or 'empty'}"
             if delivery == "image":
-                findings.add(f.invalid(path, image, f"an OCI artifact that image volumes cannot mount ({why}): "
-                                                    "its image volume would be an empty directory, and delivery is image"))
+                problem = (f"an OCI artifact that image volumes cannot mount ({why}): its image volume would be "
+                           "an empty directory, and delivery is image")
+                findings.add(f.invalid(path, image, problem))
             elif delivery == "auto":
                 findings.warn(path, f"{image} is an OCI artifact ({why}): an image volume of it would mount an empty "
                                     "directory; delivered by extraction")

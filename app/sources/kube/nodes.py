@@ -124,8 +124,8 @@ class NodeInformer:
             kind="node",
             logger=log,
             listeners=[self._changed],
-            metrics=InformerMetrics(on_restart=hooks.on_restart, on_sync=lambda count: (self._listed(), hooks.on_sync(count)),
-                                    on_event=hooks.on_event),
+            metrics=InformerMetrics(on_restart=hooks.on_restart, on_event=hooks.on_event,
+                                    on_sync=lambda count: (self._listed(), hooks.on_sync(count))),
             tuning=self._tuning,
         )
 
