@@ -5,6 +5,8 @@ alpha in 1.31-1.32, beta but off by default in 1.33-1.34, on by default from 1.3
 than it seems: an API server with it off does not reject an image volume, it silently drops the volume
 and its mounts, so the pod would start without its skills while our annotations and SKILL_FOLDERS claim
 them. That is why `auto` stays off on 1.31-1.34 unless the admin, who knows the gate, says `on`.
+Off does not mean without skills: `--delivery auto` then delivers them by extraction instead
+(app.core.mutation.delivery); only `--delivery image` injects nothing.
 """
 
 from __future__ import annotations
