@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
+import pytest
 
 from app.service.install.certs import write_cert_bundle
 from tests.informer_harness import KUBECONFIG, wait_until
 from tests.reconciler_harness import EVICT, NS, V1, V2, WORKLOAD_PLURALS, Harness, standin_cluster
-from tests.test_serve_process import Served, run_cli, serving
+from tests.serve_process import Served, run_cli, serving
+
+pytestmark = pytest.mark.process
 
 LEASE, RETRY = 3.0, 0.5
 ELECTION = ("--lease-duration", f"{LEASE}s", "--renew-deadline", "2s", "--retry-period", f"{RETRY}s",

@@ -68,6 +68,7 @@ def layout(tmp_path) -> Layout:
     return Layout(tmp_path / "oci")
 
 
+@pytest.mark.registry
 def test_a_moved_tag_is_picked_up_within_one_interval(layout) -> None:
     plain = shared_registries().plain
     ref = f"{plain.host}/moving/skill:latest"
@@ -91,6 +92,7 @@ def test_a_moved_tag_is_picked_up_within_one_interval(layout) -> None:
         resolver.stop()
 
 
+@pytest.mark.registry
 def test_a_tag_that_stops_resolving_keeps_its_digest(layout) -> None:
     plain = shared_registries().plain
     ref = f"{plain.host}/archived/skill:v1"
@@ -113,6 +115,7 @@ def test_a_tag_that_stops_resolving_keeps_its_digest(layout) -> None:
         resolver.stop()
 
 
+@pytest.mark.registry
 def test_a_registry_going_down_is_recorded_and_recovered(layout, tmp_path) -> None:
     own = Registry(tmp_path / "reg", tls=False, auth=False).start()
     try:
@@ -241,6 +244,7 @@ def test_re_resolutions_come_one_interval_later_spread_and_an_invalid_reference_
     assert all(resolver.facts(ref) is facts for ref, facts in first.items())
 
 
+@pytest.mark.registry
 def test_wrong_credentials_are_recorded(tmp_path) -> None:
     secure = shared_registries().secure
     ref = f"{secure.host}/skills/none:v1"
@@ -260,6 +264,7 @@ def test_wrong_credentials_are_recorded(tmp_path) -> None:
         resolver.stop()
 
 
+@pytest.mark.slow
 def test_lookups_stay_instant_while_the_registry_stalls() -> None:
     stall = StallingServer()
     try:
@@ -284,6 +289,7 @@ def test_lookups_stay_instant_while_the_registry_stalls() -> None:
         stall.stop()
 
 
+@pytest.mark.registry
 def test_a_resync_drops_references_no_longer_wanted_and_failing_hooks_do_not_stop_it(layout) -> None:
     plain = shared_registries().plain
     digest = layout.tag(skillimage(layout, "w", "1.0.0"), "v1")
@@ -433,6 +439,7 @@ def test_a_pass_over_many_references_costs_the_same_per_reference() -> None:
     assert all(f.digest == MANIFEST_DIGEST and f.mountable for f in resolver.snapshot().values())
 
 
+@pytest.mark.slow
 def test_many_references_over_http_then_nothing_until_they_are_due() -> None:
     registry = FastRegistry()
     try:
@@ -461,6 +468,7 @@ def test_many_references_over_http_then_nothing_until_they_are_due() -> None:
         registry.stop()
 
 
+@pytest.mark.slow
 def test_readers_never_miss_a_reference_while_batches_land() -> None:
     registry = FastRegistry(changing=True)
     try:

@@ -41,6 +41,8 @@ from tests.registry_harness import (
 )
 from tests.supply_serve_harness import NAMESPACE, Webhook, eventually, skill_entry, webhook, write_runtimes
 
+pytestmark = [pytest.mark.registry, pytest.mark.process]
+
 REPO = "supply-serve"
 RESOLVED_WITHIN = 20.0  # seconds: first resolution after start, on a loaded 2-core machine
 LATENCY_REQUESTS = 200
