@@ -189,3 +189,8 @@ def test_insecure_registries_entries_must_be_hosts(command: str, capsys) -> None
 @pytest.mark.parametrize("entries", ["ghcr.io", "ghcr.io/org, quay.io", "localhost:5000", "bitnami", "docker.io/library"])
 def test_registry_allow_entries_that_name_a_registry_or_path_are_accepted(entries: str) -> None:
     assert parse_serve(["--registry-allow", entries]).registries == tuple(e.strip() for e in entries.split(","))
+
+
+def test_a_choice_outside_the_list_is_one_line_too(capsys) -> None:
+    assert cli.main(["stale", "--pin-digests", "maybe"]) == 2
+    assert capsys.readouterr().err == 'skill-webhook stale: --pin-digests: "maybe" is not one of off, on, required\n'

@@ -166,8 +166,9 @@ def add(parser: argparse.ArgumentParser, *names: str, help: dict[str, str] | Non
         shown = "none" if option.default is None else str(option.default)
         text = f"{help.get(name, option.help)} [{option.env}; default: {shown}]".replace("%", "%%")
         flags = [option.flag] + ([aliases[name]] if name in aliases else [])
-        parser.add_argument(*flags, dest=name, default=None, metavar=name.upper(),
-                            choices=option.choices or None, help=text)
+        # No argparse `choices` or `type`: the value is checked by `resolve`, like one from the
+        # environment, so that a bad one is the same single line whichever way it came.
+        parser.add_argument(*flags, dest=name, default=None, metavar=name.upper(), help=text)
     declared = parser.get_default("shared_options") or ()
     parser.set_defaults(shared_options=(*declared, *names))
 
