@@ -31,9 +31,7 @@ from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.mutation.patch import normalize_mount_path
 from tests.builders import NAMESPACE, apply_and_recheck, assert_valid_pod, index_of
 
-PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
+PROPERTY_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # Plain text strategies rather than from_regex: generation, not the webhook, is what costs here.
 LOWER = string.ascii_lowercase
@@ -424,7 +422,6 @@ def _breakable_spots(node: Any) -> list[tuple[Any, Any]]:
     return spots
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.data())
 def test_broken_shapes_are_denied_or_patched_cleanly(scenario, data):
     pod, runtime_obj, options = scenario
