@@ -89,12 +89,10 @@ def mount_path_problems(path: str) -> tuple[str, ...]:
     return ()
 
 
-def first_enclosing(path: Components, others: Mapping[Components, int], shortest: int = 0) -> int | None:
+def first_enclosing(path: Components, others: Mapping[Components, int]) -> int | None:
     """The owner in `others` (normalised path -> owner) of the outermost path that strictly
-    contains `path`, or None; in O(depth), not O(number of paths). `shortest`, the fewest components
-    of any path in `others`, skips depths where none can be (none at all when every path has as many
-    components, the usual layout)."""
-    for depth in range(shortest, len(path)):
+    contains `path`, or None; in O(depth), not O(number of paths)."""
+    for depth in range(len(path)):
         owner = others.get(path[:depth])
         if owner is not None:
             return owner

@@ -235,8 +235,6 @@ def _check_overlaps(
         return base.index(i).child("mountPath")
 
     all_parts = tuple(parts for _, parts in mount_paths)
-    if len(set(map(len, all_parts))) == 1 and len(set(all_parts)) == len(all_parts):
-        return  # distinct paths of one depth: none can be inside another (the usual layout)
     for position, same, other in overlaps(all_parts):
         i, first = mount_paths[position][0], mount_paths[other][0]
         if same:
@@ -250,14 +248,13 @@ def overlaps(all_parts: tuple[paths.Components, ...]) -> tuple[tuple[int, bool, 
     """(position, same directory?, position of the first owner or of the outermost enclosing path)
     for each normalised path that repeats an earlier one or lies beneath another."""
     owners = paths.first_owners(enumerate(all_parts))
-    shortest = min(map(len, owners))
     found: list[tuple[int, bool, int]] = []
     for position, parts in enumerate(all_parts):
         first = owners[parts]
         if first != position:
             found.append((position, True, first))
             continue
-        outer = paths.first_enclosing(parts, owners, shortest)
+        outer = paths.first_enclosing(parts, owners)
         if outer is not None:
             found.append((position, False, outer))
     return tuple(found)
