@@ -357,6 +357,22 @@ def test_validate_lets_other_kinds_through(client):
         "uid": SAMPLE_UID, "allowed": True}
 
 
+def test_validate_reads_a_review_as_the_api_server_writes_it_and_a_dry_run_strictly(client):
+    # The API server's text goes to orjson as it is (it cannot hold a duplicate key; orjson keeps the last).
+    kind, twice = '"kind": "AgentRuntime"', '"kind": "Pod", "kind": "AgentRuntime"'
+    text = json.dumps(runtime_review(bad_runtime())).replace(kind, twice, 1)
+    denied = admission_response(client.post("/validate", content=text, headers={"content-type": "application/json"}))
+    assert denied["uid"] == "u-1" and denied["status"]["code"] == 422
+    # A person's text goes through the strict loader: the same duplicate in a bare AgentRuntime is a 400.
+    bare = json.dumps(bad_runtime()).replace(kind, twice, 1)
+    error = json_error(client.post("/validate", content=bare, headers={"content-type": "application/json"}), 400)
+    assert 'duplicate key "kind"' in error
+    # A review written by hand in YAML is still answered as a review.
+    written = yaml.safe_dump(runtime_review(bad_runtime(), uid="u-yaml"))
+    by_hand = client.post("/validate", content=written, headers={"content-type": "application/yaml"})
+    assert admission_response(by_hand)["uid"] == "u-yaml" and admission_response(by_hand)["allowed"] is False
+
+
 def report_of(response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body = response.json()
