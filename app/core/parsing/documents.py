@@ -336,7 +336,8 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> DocumentError:
         return DocumentError(message)
     if isinstance(exc, yaml.reader.ReaderError):
         offset = exc.position
-        return DocumentError(exc.reason, text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1)
+        line, column = text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
+        return DocumentError(exc.reason, line, column)
     return DocumentError(str(exc))
 
 
