@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The same skill mutation as `skill-webhook`, written the kopf way, for the comparison in README "Performance".
+"""The same skill mutation as `skill-webhook`, written the kopf way, for the comparison in docs/performance.md.
 
 kopf's idiom for an admission webhook: a `@kopf.on.mutate('pods', operations=['CREATE'])` handler
 that changes the object through kopf's `patch` (merge-patch keys for the annotations, a `patch.fns`

@@ -47,7 +47,7 @@ def _runtime(name: str, target: tuple[str, str, str], skills: list[dict], create
     }
 
 
-# Every owner rule of README "What the mutating webhook does", an empty skill list, a shadowed pair, digests, pull policies, and a
+# Every owner rule of docs/mutation.md, an empty skill list, a shadowed pair, digests, pull policies, and a
 # "~" in a mount path (it must survive JSON Pointer escaping where it becomes part of a value).
 FUZZ_RUNTIMES = [
     _runtime("web-runtime", ("apps/v1", "Deployment", "web"), [

@@ -1,4 +1,5 @@
-"""Fuzzing harness for /mutate and /validate (README "Service surface", "Hostile input and fuzzing"), shared by tests/test_fuzz.py and scripts/fuzz.
+"""Fuzzing harness for /mutate and /validate (docs/configuration.md "Service surface",
+docs/testing.md "Hostile input and fuzzing"), shared by tests/test_fuzz.py and scripts/fuzz.
 
 Inputs come from tests/fuzz_inputs.py, drawn from one seeded `random.Random`, so any failure is
 reproduced by (seed, position). They go through the real ASGI app, whole or chunked.
@@ -47,7 +48,7 @@ REVIEW_RESPONSE_KEYS = {"uid", "allowed", "patchType", "patch", "status", "warni
 
 
 class Violation(AssertionError):
-    """An answer outside what the service surface allows (README "Service surface")."""
+    """An answer outside what the service surface allows (docs/configuration.md "Service surface")."""
 
 
 # -- the service under test --------------------------------------------------------------------------

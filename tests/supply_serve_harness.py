@@ -1,5 +1,5 @@
 """A real `skill-webhook serve` process with its registry resolver on, for the supply-chain tests
-(README "Skill images and registries"): AgentRuntimes written as files, pods sent to `/mutate` over
+(docs/registries.md): AgentRuntimes written as files, pods sent to `/mutate` over
 one keep-alive HTTPS connection, metrics read from `/metrics`.
 
 Builds on tests/serve_process.py (`serving`: the process, certificates, readiness, SIGTERM at

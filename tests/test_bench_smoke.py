@@ -1,4 +1,4 @@
-"""A short run of scripts/bench, end to end: every figure of README "Performance" is measured and
+"""A short run of scripts/bench, end to end: every figure of docs/performance.md is measured and
 reported, as a table and as JSON. It checks that the benchmark works, never what it measures: this
 machine is small and shared, so no ratio is asserted here (run `scripts/bench` for the figures)."""
 

@@ -1,4 +1,4 @@
-"""decide_image_volumes and parse_server_version: the table of README "Image volumes", row by row."""
+"""decide_image_volumes and parse_server_version: the table of docs/mutation.md "Image volumes", row by row."""
 
 from __future__ import annotations
 

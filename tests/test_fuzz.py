@@ -1,4 +1,4 @@
-"""Fuzzing both admission endpoints in-process (README "Hostile input and fuzzing"): zero 5xx, zero crashes, every answer a
+"""Fuzzing both admission endpoints in-process (docs/testing.md "Hostile input and fuzzing"): zero 5xx, zero crashes, every answer a
 well-formed AdmissionReview, a dry-run report, or a 400/413 JSON error (judged by tests/fuzzing.py).
 
 - the volume run: SKILL_WEBHOOK_FUZZ_INPUTS generated and mutated inputs (default 5,000 in the full

@@ -1,4 +1,4 @@
-"""The HTTP surface of both apps through httpx on the ASGI app (README "What the mutating webhook does", "Validation", "Service surface").
+"""The HTTP surface of both apps through httpx on the ASGI app (docs/mutation.md, "Validation", "Service surface").
 
 /mutate with the sample review (patch decoded and applied, agent container only, reinvocation a
 no-op), uid echo, warnings, denial shapes (409, 503 before sync), 400 for everything that is not an

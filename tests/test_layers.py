@@ -1,4 +1,4 @@
-"""The import direction (README "Layout"): app/core imports nothing of ours outside core and no I/O frameworks;
+"""The import direction (docs/architecture.md): app/core imports nothing of ours outside core and no I/O frameworks;
 app/sources never imports app/service."""
 
 from __future__ import annotations

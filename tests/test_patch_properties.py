@@ -1,4 +1,4 @@
-"""Patch properties over generated Pods and AgentRuntimes (README "Tests").
+"""Patch properties over generated Pods and AgentRuntimes (docs/testing.md).
 
 Whenever the pod is allowed: the patch applies with jsonpatch to the very object it was made for, the
 result is a v1 Pod the Kubernetes 1.33 schema accepts, the mutation on the result returns an empty

@@ -1,5 +1,5 @@
 """The real `skill-webhook` process: `serve` over HTTPS and plain HTTP, hostile clients, startup
-errors, shutdown, and the offline `mutate` command (README "Service surface", "Commands and settings").
+errors, shutdown, and the offline `mutate` command (docs/configuration.md "Service surface", "Commands and settings").
 
 Every process is started with `sys.executable -m app.service.cli.main` (the console script's module), on
 ports picked free on 127.0.0.1, with certificates made in tmp_path and SKILL_WEBHOOK_* variables of

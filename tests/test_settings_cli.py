@@ -23,7 +23,7 @@ def parse_serve(argv: list[str]) -> Settings:
     return Settings(**{k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None})
 
 
-# The documented surface, written out (README "Commands and settings"): flag, variable, default.
+# The documented surface, written out (docs/configuration.md): flag, variable, default.
 DOCUMENTED_FLAGS = [
     ("--source", "SKILL_WEBHOOK_SOURCE", "auto"),
     ("--runtimes", "SKILL_WEBHOOK_RUNTIMES", "manifests/samples"),

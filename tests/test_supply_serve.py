@@ -1,4 +1,4 @@
-"""The skill supply chain end to end (README "Skill images and registries"): a real `skill-webhook
+"""The skill supply chain end to end (docs/registries.md): a real `skill-webhook
 serve` process (file source) whose resolver talks to a real registry (Debian's docker-registry, TLS +
 htpasswd) holding skill images pushed with skopeo and signed in cosign's key format.
 

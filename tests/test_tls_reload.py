@@ -1,4 +1,4 @@
-"""Certificate rotation against a real uvicorn HTTPS server on 127.0.0.1 (README "TLS and certificate reload").
+"""Certificate rotation against a real uvicorn HTTPS server on 127.0.0.1 (docs/installing.md "TLS and certificate reload").
 
 The server runs with the production context factory and uvicorn's default loop; clients verify the
 chain against the CA, read the peer certificate, and count every failure.

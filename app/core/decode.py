@@ -2,9 +2,9 @@
 
 Every source decodes through `cached_runtime`, once per object version, so the hot path never parses
 or validates: the skills come from `spec.skills` or, where the installed CRD has none, from the
-`<domain>/skill-images` annotation (README "Running beside the rossoctl operator"); and the verdict of
+`<domain>/skill-images` annotation (docs/rossoctl.md); and the verdict of
 the rules that need no other object is recorded on the cached runtime, because an object can be
-stored without the validating webhook having seen it (README "What the mutating webhook does").
+stored without the validating webhook having seen it (docs/mutation.md).
 """
 
 from __future__ import annotations

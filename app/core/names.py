@@ -1,7 +1,7 @@
 """Every label and annotation this project reads or writes, under one configurable domain.
 
 The upstream project was renamed (kagenti -> rossoctl) and with it the prefix of its labels and
-annotations, so the prefix is a setting (`--domain`, README "Running beside the rossoctl operator").
+annotations, so the prefix is a setting (`--domain`, docs/rossoctl.md).
 Nothing else in the code spells a domain: it asks a `Domain` for the full key.
 """
 

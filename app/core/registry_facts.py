@@ -1,5 +1,4 @@
-"""What the registry tells about a skill image, and the decisions made from it (README "Skill images and
-registries").
+"""What the registry tells about a skill image, and the decisions made from it (docs/registries.md).
 
 Pure data and rules: the resolver (app.sources.registry.resolver) fetches manifests and signatures and calls these;
 `/mutate` and validation read `ImageFacts` through a `SupplyView`, never the network.

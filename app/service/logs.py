@@ -58,7 +58,7 @@ class TextFormatter(logging.Formatter):
 
 
 class AdmissionLog:
-    """The one line per admission (README "Service surface"), on the hot path of every pod creation.
+    """The one line per admission (docs/configuration.md "Service surface"), on the hot path of every pod creation.
 
     In JSON mode it skips the logging machinery (record, formatter, handler lock) and writes the line
     with one orjson call and one write: the same line, at a third of the cost. Otherwise, and until

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the webhook (README "Service surface"), on a registry of our own so tests can build many apps."""
+"""Prometheus metrics of the webhook (docs/configuration.md "Service surface"), on a registry of our own so tests can build many apps."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class WebhookMetrics:
             "skill_webhook_bad_requests", "Bodies refused before a decision (400/413), by endpoint and code",
             ["endpoint", "code"], registry=r,
         )
-        # Stale-pod reconciler (README "When skills change").
+        # Stale-pod reconciler (docs/skill-changes.md).
         self.pod_watch_restarts = Counter(
             "skill_webhook_pod_watch_restarts", "Restarts of the reconciler's Pod watch, by reason", ["reason"],
             registry=r,
@@ -91,7 +91,7 @@ class WebhookMetrics:
         self.leader_changes = Counter(
             "skill_webhook_leader_changes", "Changes of the reconciler's Lease holder seen by this replica", registry=r
         )
-        # Skill supply chain (README "Skill images and registries").
+        # Skill supply chain (docs/registries.md).
         self.resolutions = Counter(
             "skill_webhook_image_resolutions", "Registry resolutions of skill images, by result (ok or error kind)",
             ["result"], registry=r,

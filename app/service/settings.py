@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = _shared("kubeconfig")
     agentruntime_api: str = _shared("agentruntime_api")
     domain: str = _shared("domain")
-    # Skill changes reaching running pods (README "When skills change").
+    # Skill changes reaching running pods (docs/skill-changes.md).
     reconcile: Literal["auto", "off", "report", "evict"] = Field(
         "auto", description="stale-pod reconciler: off, report, evict; auto is report with the kube source, off with files"
     )
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     lease_duration: Duration = Field(15.0, description="leader election: how long a Lease is valid")
     renew_deadline: Duration = Field(10.0, description="leader election: the leader gives up if it cannot renew in this")
     retry_period: Duration = Field(2.0, description="leader election: time between attempts to acquire or renew")
-    # The skill supply chain (README "Skill images and registries").
+    # The skill supply chain (docs/registries.md).
     resolve_interval: Duration = Field(300.0, description="re-resolve skill image tags this often (0: resolver off)")
     resolve_concurrency: int = Field(8, ge=1, le=64, description="registry requests in flight at once")
     resolve_timeout: Duration = _shared("resolve_timeout")

@@ -1,4 +1,4 @@
-"""Which workload a pod belongs to, as AgentRuntime.spec.targetRef names it (README "What the mutating webhook does")."""
+"""Which workload a pod belongs to, as AgentRuntime.spec.targetRef names it (docs/mutation.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Can this cluster run image volumes? The decision behind `--image-volumes auto|on|off` (README "Image volumes").
+"""Can this cluster run image volumes? The decision behind `--image-volumes auto|on|off` (docs/mutation.md "Image volumes").
 
 Image volumes (`spec.volumes[].image`) arrived in Kubernetes 1.31 behind the `ImageVolume` feature gate:
 alpha in 1.31-1.32, beta but off by default in 1.33-1.34, on by default from 1.35. The gate matters more

@@ -1,5 +1,5 @@
 """The agent container's SKILL_FOLDERS: the skills' mount paths, comma-separated, merged into a value
-the container already sets (README "What the mutating webhook does")."""
+the container already sets (docs/mutation.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Building the JSON patch that mounts an AgentRuntime's skills into a pod (README "What the mutating webhook does").
+"""Building the JSON patch that mounts an AgentRuntime's skills into a pod (docs/mutation.md).
 
 Pure functions over the pod dict as the API server sent it. Every operation is computed against
 that exact object, so the patch applies cleanly: whole arrays/maps are added where they are absent,

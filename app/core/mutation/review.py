@@ -1,5 +1,5 @@
 """The /mutate decision for one pod: match, re-check, choose the container, build the patch
-(README "What the mutating webhook does")."""
+(docs/mutation.md)."""
 
 from __future__ import annotations
 

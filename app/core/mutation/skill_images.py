@@ -1,6 +1,6 @@
 """What admission does with what the registry resolver knows about skill images.
 
-The resolver runs off the admission path (README "Skill images and registries"); admission only reads
+The resolver runs off the admission path (docs/registries.md); admission only reads
 its published facts through `SupplyPlan.facts`, a lock-free dictionary lookup, and never waits for a
 registry. This module turns those facts into the references to inject (digest pinning), the
 `<domain>/skills-metadata` annotation, warnings, and the denials an admin asked for

@@ -1,4 +1,4 @@
-"""Whether a running pod still has the skills its AgentRuntime would give it now (README "When skills change").
+"""Whether a running pod still has the skills its AgentRuntime would give it now (docs/skill-changes.md).
 
 Pods get skills only when they are created, so after an AgentRuntime changes its running pods keep
 the old set. A pod is stale when the fingerprint in its `<domain>/skills-injected` record differs

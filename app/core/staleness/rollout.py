@@ -1,4 +1,4 @@
-"""Which pods a rollout may evict, and the hint for rolling by hand (README "When skills change").
+"""Which pods a rollout may evict, and the hint for rolling by hand (docs/skill-changes.md).
 
 Pure: the reconciler evicts, `skill-webhook stale` prints the hint.
 """

@@ -1,4 +1,4 @@
-"""Every validation rule for an AgentRuntime (README "Validation"), all problems of an
+"""Every validation rule for an AgentRuntime (docs/validation.md), all problems of an
 object in one answer.
 
 Types are checked by the shared pydantic model (app.core.model) piece by piece, so that one

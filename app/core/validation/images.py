@@ -1,5 +1,5 @@
-"""Validation rules that need what the registry resolver knows about skill images (README "Skill
-images and registries"): an OCI artifact is an error once known where its delivery is forced to image
+"""Validation rules that need what the registry resolver knows about skill images (docs/registries.md):
+an OCI artifact is an error once known where its delivery is forced to image
 volumes (which mount it as an empty directory) and a warning under `--delivery auto` (which extracts
 it); a skill bundle without a `path` naming one of its skills, deprecated skills and tags that no longer
 resolve are warnings; with signature enforcement an image whose signature does not verify is an error.

@@ -1,9 +1,9 @@
 """The rules of a skills list: count, names, images, mount paths, pull policies.
 
 A list is declared in spec.skills or, where the installed CRD has no spec.skills (and the API server
-prunes it), in the annotation `<domain>/skill-images` as a JSON array of the same entries (README
-"Running beside the rossoctl operator"). `skills_source` finds the one list an object declares and
-says where; `check_skills` checks it with field paths beneath that place.
+prunes it), in the annotation `<domain>/skill-images` as a JSON array of the same entries
+(docs/rossoctl.md). `skills_source` finds the one list an object declares and says where;
+`check_skills` checks it with field paths beneath that place.
 
 This runs for every skill of every AgentRuntime CREATE, UPDATE and dry run, so the per-value checks
 are cached (see app.core.validation.caching).

@@ -1,4 +1,4 @@
-"""The `skill-webhook` command: the parser of every subcommand, and dispatch (README "Commands and settings").
+"""The `skill-webhook` command: the parser of every subcommand, and dispatch (docs/configuration.md).
 
 A command must start fast (`--help`, `validate` and `mutate` within a few tenths of a second), so
 this module imports no subcommand: `COMMANDS` says which module holds each one and what it does, and

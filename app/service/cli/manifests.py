@@ -2,7 +2,7 @@
 
 Prints the install set as one YAML stream, in the order to apply it (webhook configurations last).
 `--crd` prints only the AgentRuntime CRD and `--cert-manager` only the cert-manager objects: each is
-its own step (README "Installing"). `-o DIR` writes the same set as files into DIR, with a
+its own step (docs/installing.md). `-o DIR` writes the same set as files into DIR, with a
 kustomization.yaml; for the install set also reconciler/ and reconciler-evict/ (the reconciler's
 RBAC, listed by DIR/kustomization.yaml only when --reconcile asks for it). Other files in DIR are
 left alone.

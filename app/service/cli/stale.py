@@ -1,6 +1,6 @@
 """`skill-webhook stale`: the running pods whose injected skills differ from their AgentRuntime's now.
 
-For admins who roll by hand (README "When skills change"). Lists the AgentRuntimes and the agent pods
+For admins who roll by hand (docs/skill-changes.md). Lists the AgentRuntimes and the agent pods
 once (no watch), judges every pod with the same function the reconciler uses, and prints what differs
 (`blog-writer: ghcr.io/a:v1 -> ghcr.io/a:v2`) as a table or JSON, with the command that rolls each
 workload. Exit 0 whatever it finds; 1 when the cluster cannot be read.

@@ -1,4 +1,4 @@
-"""`skill-webhook validate FILE...`: the /validate rules, offline (README "Commands and settings").
+"""`skill-webhook validate FILE...`: the /validate rules, offline (docs/configuration.md).
 
 Prints one line per problem, `FILE[#DOC]: field: problem` for errors and `FILE[#DOC]: warning:
 field: problem` for warnings (DOC, 1-based, only when the file holds several documents), and exits

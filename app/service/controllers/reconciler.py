@@ -1,4 +1,4 @@
-"""The stale-pod reconciler of `serve --reconcile report|evict` (README "When skills change").
+"""The stale-pod reconciler of `serve --reconcile report|evict` (docs/skill-changes.md).
 
 Pods get skills only when they are created; after an AgentRuntime changes, its running pods keep the old
 set. This controller finds them (`app.core.staleness.pods`), publishes `skill_webhook_stale_pods`, tells

@@ -1,5 +1,5 @@
-"""`--reconcile evict`: rolling a workload's stale pods through the Eviction API (README "When skills
-change"), one step each time the reconciler's worker has the workload's key.
+"""`--reconcile evict`: rolling a workload's stale pods through the Eviction API (docs/skill-changes.md),
+one step each time the reconciler's worker has the workload's key.
 
 One pod per workload at a time: the next only after a replacement is Ready or `rollout_timeout` passed,
 never while a pod of the workload is still terminating. A disruption budget's 429 stops the workload's

@@ -1,5 +1,5 @@
 """`serve`'s stale-pod reconciler, wired: the Pod informer, the Lease election and the reconciler's
-worker, with the handlers that feed its queue (README "When skills change"). Imported only when
+worker, with the handlers that feed its queue (docs/skill-changes.md). Imported only when
 `--reconcile` is not off."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One timer for every request body in flight (README "Service surface": 408 after 10 s).
+"""One timer for every request body in flight (docs/configuration.md "Service surface": 408 after 10 s).
 
 A per-request `asyncio.timeout` schedules and cancels a timer handle on every admission, which is
 measurable on the path of every pod creation. Here each request only registers its deadline in a

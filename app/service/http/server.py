@@ -290,7 +290,7 @@ def _serve(settings: Settings, sockets: list[socket.socket], started: float) -> 
     parts = build_state(settings)
     state, source, tls = parts.state, parts.source, parts.tls
     reconciler = None
-    if settings.resolved_reconcile() != "off":  # README "When skills change"
+    if settings.resolved_reconcile() != "off":  # docs/skill-changes.md
         from app.service.controllers.wiring import build_reconciler  # imported only then: the file source never loads the kube client
 
         try:

@@ -2,7 +2,7 @@
 
 A second use of the Reflector. The API server filters by label (`<domain>/type in (agent,tool)`), so
 other pods never cross the wire, and each pod is cut down to what deciding staleness and rolling it
-needs (README "When skills change"): a cluster's pods are many and large, a summary is a few hundred
+needs (docs/skill-changes.md): a cluster's pods are many and large, a summary is a few hundred
 bytes, and the store takes an event in O(1).
 """
 

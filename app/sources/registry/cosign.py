@@ -1,4 +1,4 @@
-"""cosign key-based signatures, checked against the registry only (README "Skill images and registries").
+"""cosign key-based signatures, checked against the registry only (docs/registries.md).
 
 cosign stores the signatures of `repo@sha256:<hex>` as an image manifest at tag `sha256-<hex>.sig`
 in the same repository. Each layer of media type `application/vnd.dev.cosign.simplesigning.v1+json`

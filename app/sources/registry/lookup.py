@@ -1,4 +1,4 @@
-"""What a registry says about one skill image, now (README "Skill images and registries").
+"""What a registry says about one skill image, now (docs/registries.md).
 
 `resolve_image` fetches the manifest a reference names (and, for an index, the entry a node would
 pull), decides mountability, reads the skill metadata annotations and, when asked, checks the cosign

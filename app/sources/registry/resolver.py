@@ -1,4 +1,4 @@
-"""The skill image resolver: registry lookups off the admission path (README "Skill images and registries").
+"""The skill image resolver: registry lookups off the admission path (docs/registries.md).
 
 The shape is the reconciler's, client-go's controller: the key is an image reference. The AgentRuntime
 index's handler queues the images of an AgentRuntime that appeared or changed; a resync every
