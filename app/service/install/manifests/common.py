@@ -1,5 +1,5 @@
 """What every part of the install manifests shares: the options, the names, the document type and
-the YAML rendering (README "Installing")."""
+the YAML rendering (docs/installing.md)."""
 
 from __future__ import annotations
 

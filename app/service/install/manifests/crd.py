@@ -175,8 +175,8 @@ def crd(o: InstallOptions) -> list[Document]:
         Document(
             CRD_FILE,
             f"AgentRuntime ({o.agentruntime_api}), ONLY for clusters that do not have an AgentRuntime CRD:\n"
-            "applying it where the operator installed its own would overwrite the operator's (README\n"
-            '"Installing", the optional CRD step). Not part of kustomization.yaml.\n'
+            "applying it where the operator installed its own would overwrite the operator's\n"
+            "(docs/installing.md, the optional CRD step). Not part of kustomization.yaml.\n"
             "\n"
             "The schema checks what the API server can check on its own; the validating webhook\n"
             "(/validate) checks the rest (OCI references, registry allow-list, mount-path overlaps and\n"

@@ -78,7 +78,7 @@ def rbac(o: InstallOptions) -> list[Document]:
 
 
 def deployment_args(o: InstallOptions) -> list[str]:
-    """The `serve` flags of the Deployment; each is a field of the settings (README "Configuration")."""
+    """The `serve` flags of the Deployment; each is a field of the settings (docs/configuration.md)."""
     return [
         "serve",
         "--source=kube",
@@ -332,7 +332,7 @@ def webhooks(o: InstallOptions) -> list[Document]:
             "failurePolicy Fail, not Ignore: a pod started without its skills looks healthy while its agent\n"
             "is not. The price: while this webhook cannot be called, matching pods cannot be created. To\n"
             f"recover, `kubectl delete mutatingwebhookconfiguration {NAME}` or set its failurePolicy to\n"
-            "Ignore (README \"Installing\").\n"
+            "Ignore (docs/installing.md).\n"
             "reinvocationPolicy IfNeeded: run again if a later webhook (a sidecar injector) changes the pod;\n"
             "the patch is idempotent. Sent only: pods labelled "
             f"{names.type_label} in (agent, tool),\n"

@@ -13,8 +13,8 @@ def reconciler_rbac(o: InstallOptions) -> list[Document]:
     return [
         Document(
             f"{RECONCILER_DIR}/rbac.yaml",
-            "The stale-pod reconciler (--reconcile report, and evict with reconciler-evict/; README \"When\n"
-            "skills change\"): a pod informer over all namespaces (list + watch; the AgentRuntime's pods\n"
+            "The stale-pod reconciler (--reconcile report, and evict with reconciler-evict/;\n"
+            "docs/skill-changes.md): a pod informer over all namespaces (list + watch; the AgentRuntime's pods\n"
             "are matched in memory, never fetched one by one) and Events on AgentRuntimes (SkillsChanged,\n"
             "RolloutBlocked), through either Events API. Nothing here writes a workload or a pod.",
             {
