@@ -2,7 +2,8 @@
 
 A command must start fast (`--help`, `validate` and `mutate` within a few tenths of a second), so
 this module imports no subcommand: `COMMANDS` says which module holds each one and what it does, and
-only the chosen one is imported, with the libraries it needs; the others are listed by name.
+only the chosen one is imported, with the libraries it needs. Without a command of ours (`--help`, a
+mistyped one) every command is listed by name and help line, and none is imported.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _build(command: str | None) -> tuple[argparse.ArgumentParser, dict[str, argp
         if name in subparsers.choices:
             continue
         if wanted is not None and module_name != wanted:
-            subparsers.add_parser(name, help=help_line, add_help=False)  # listed, never parsed
+            if not wanted:  # no command given, or not one of ours: the list is what argparse shows
+                subparsers.add_parser(name, help=help_line, add_help=False)
             continue
         module = importlib.import_module(f"{__package__}.{module_name}")
         before = set(commands.parsers)
@@ -69,7 +71,7 @@ def _build(command: str | None) -> tuple[argparse.ArgumentParser, dict[str, argp
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line; with `command`, that command in full and the others by name only."""
+    """The whole command line; with `command`, only that command (or, if it is not one, the list)."""
     return _build(command)[0]
 
 
