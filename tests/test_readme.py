@@ -155,3 +155,26 @@ def test_no_tracked_file_refers_to_files_outside_the_repository() -> None:
         if (ROOT / name).is_file() and pattern.search((ROOT / name).read_text(encoding="utf-8", errors="replace"))
     ]
     assert offenders == []
+
+
+def _tracked_texts() -> dict[str, str]:
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return {
+        name: (ROOT / name).read_text(encoding="utf-8", errors="replace")
+        for name in files if (ROOT / name).is_file()
+    }
+
+
+def test_pointers_to_the_documentation_name_chapters_that_exist() -> None:
+    """Code and manifests point at a chapter (`docs/registries.md`), never at a README section: the
+    README is a front page and its sections are not a reference that stays."""
+    readme_section = re.compile("README" + r' "')  # spelled in pieces, so that this file does not match
+    chapter = re.compile(r"\bdocs/([\w-]+\.md)\b")
+    stale = [name for name, text in _tracked_texts().items() if readme_section.search(text)]
+    # tests/ build skill images whose own files may be called docs/*.md: those are data, not pointers.
+    missing = sorted(
+        {f"{name}: docs/{doc}" for name, text in _tracked_texts().items() if not name.startswith("tests/")
+         for doc in chapter.findall(text) if not (ROOT / "docs" / doc).is_file()}
+    )
+    assert stale == []
+    assert missing == []
