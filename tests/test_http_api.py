@@ -572,6 +572,7 @@ def test_rossoctl_schema_fields_pass_through_untouched(client):
 # -- a body that trickles in -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # waits out a 2 s body timeout
 def test_trickling_bodies_get_408_and_closed_and_do_not_slow_normal_requests():
     state = sample_state()
     state.body_timeout = 2.0  # BODY_TIMEOUT_SECONDS (10 s) in production

@@ -82,6 +82,7 @@ def leaders(*candidates: Candidate) -> list[str]:
     return [c.elector.identity for c in candidates if c.elector.is_leader]
 
 
+@pytest.mark.slow  # watches the two electors through 2 s of renewals
 def test_exactly_one_of_two_electors_leads(server, candidates):
     a, b = candidates("replica-a"), candidates("replica-b")
     assert wait_until(lambda: len(leaders(a, b)) == 1)

@@ -240,6 +240,7 @@ _options = st.builds(
 
 # Each example checks some twenty documents against the Kubernetes schema (a quarter of a second): an
 # eighth of the profile's examples.
+@pytest.mark.slow
 @settings(max_examples=max(5, settings.default.max_examples // 8))
 @given(options=_options)
 def test_any_options_give_valid_consistent_manifests(options):

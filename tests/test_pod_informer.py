@@ -333,6 +333,7 @@ def test_readers_see_whole_states_while_a_writer_churns():
     assert all(store.of_workload(p.namespace, p.workloads[0]) == [p] for p in store.all())
 
 
+@pytest.mark.slow
 def test_ten_thousand_summaries_stay_small():
     record = json.dumps({"agentRuntime": "rt", "container": "agent", "skills": {"s": "ghcr.io/x/s:v1"},
                          "fingerprint": "f" * 64})

@@ -211,6 +211,7 @@ def test_an_event_held_back_by_the_interval_is_written_when_it_ends() -> None:
     assert len(events.written) == 2  # nothing new went stale
 
 
+@pytest.mark.slow
 def test_the_state_of_ten_thousand_judged_pods_stays_small() -> None:
     index, store = build(pods_each=50)  # 10,000 pods
     assert len(store) == 10_000
