@@ -42,6 +42,7 @@ def cluster(tmp_path: Path):
         yield harness
 
 
+@pytest.mark.slow
 def test_lists_stale_pods_before_a_rollout_and_none_after(cluster: Harness, capsys) -> None:
     cluster.runtime("writer", "web", [V1], annotations=EVICT)
     cluster.pods_of("web-7d9f", 2, "7d9f")

@@ -71,6 +71,7 @@ def test_410_on_watch_start_after_an_outage_relists(server, make_informer, metri
     assert informer.index.get("ns-2", "rt-2") is None
 
 
+@pytest.mark.slow  # twelve rounds of dropped watches
 def test_dropped_connections_resume_from_the_last_version_without_loss(server, make_informer, metrics):
     populate(server, 5)
     informer = started(make_informer, server)
@@ -115,6 +116,7 @@ def test_restarted_server_with_new_resource_versions_is_relisted(server, make_in
     assert metrics.restarts["expired"] >= 1 and metrics.restarts["dropped"] >= 1
 
 
+@pytest.mark.slow  # waits out the shortest watch timeout the API allows (1 s)
 def test_a_watch_closed_by_its_timeout_is_reopened_from_the_last_version(server, make_informer, metrics):
     populate(server, 2)
     informer = started(make_informer, server, watch_timeout=1)

@@ -118,6 +118,7 @@ def test_stopping_the_leader_releases_the_lease_and_the_other_takes_over_at_once
     assert b.leaders == ["replica-a", "replica-b"] and b.started == 1
 
 
+@pytest.mark.slow  # waits out a lease
 def test_a_leader_that_dies_without_releasing_is_replaced_after_the_lease_lapses(server, candidates):
     a = candidates("replica-a")
     assert wait_until(lambda: a.elector.is_leader)
@@ -134,6 +135,7 @@ def test_a_leader_that_dies_without_releasing_is_replaced_after_the_lease_lapses
     assert lease_spec(server)["holderIdentity"] == "replica-b"
 
 
+@pytest.mark.slow  # waits out the renew deadline
 def test_a_leader_cut_off_from_the_server_steps_down_within_the_renew_deadline(server, candidates):
     a = candidates("replica-a")
     assert wait_until(lambda: a.elector.is_leader)
@@ -146,6 +148,7 @@ def test_a_leader_cut_off_from_the_server_steps_down_within_the_renew_deadline(s
     assert a.started == 2
 
 
+@pytest.mark.slow
 def test_a_409_on_renewal_is_retried_and_leadership_kept(server, candidates):
     a = candidates("replica-a")
     assert wait_until(lambda: a.elector.is_leader)

@@ -93,6 +93,7 @@ def watch_events(core, **options) -> list[tuple[str, str]]:
         response.release_conn()
 
 
+@pytest.mark.slow
 def test_a_selector_watch_sees_objects_entering_and_leaving_the_selection(server, core):
     start = server.resource_version
     server.create_pod(pod("p", labels={TYPE: "agent"}))
