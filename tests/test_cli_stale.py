@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ from tests.apiserver_standin import pod
 from tests.builders import apply_patch
 from tests.informer_harness import KUBECONFIG
 from tests.reconciler_harness import EVICT, NS, V1, V2, Harness, standin_cluster
-from tests.registry_harness import Layout, shared_registries, skillimage
+from tests.polling import wait_until
+from tests.registry_harness import Layout, skillimage
 
 
 def stale(capsys, kubeconfig: Path, *args: str) -> tuple[int, str, str]:
@@ -70,10 +70,9 @@ def test_lists_stale_pods_before_a_rollout_and_none_after(cluster: Harness, caps
     }
 
     reconciler = cluster.reconciler("evict")
-    deadline = time.monotonic() + 20
-    while cluster.run(reconciler) or len(cluster.server.evictions) < 2:
-        assert time.monotonic() < deadline, f"rollout did not finish: {cluster.server.evictions}"
-        time.sleep(0.05)
+    # Each pass evicts what it may; the next waits for the replacement to turn Ready.
+    wait_until(lambda: not cluster.run(reconciler) and len(cluster.server.evictions) >= 2, 20, "the rollout to finish",
+               interval=0.05, explain=lambda: f"evictions {cluster.server.evictions}")
     code, out, _ = stale(capsys, cluster.kubeconfig)
     assert (code, out.strip()) == (0, "no stale pods (2 agent pod(s) checked)")
     # The command only reads.
@@ -154,10 +153,10 @@ def look_up(reference: str, flags: dict[str, Any]) -> ImageFacts:
 
 
 @pytest.fixture
-def moving_tag(cluster: Harness, tmp_path: Path):
+def moving_tag(cluster: Harness, docker_registries, tmp_path: Path):
     """Two pods of a Deployment created pinned to the digest of `stable` (as `serve --pin-digests on`
     injects them); then `stable` is moved to new content."""
-    registry = shared_registries().secure
+    registry = docker_registries.secure
     layout = Layout(tmp_path / "oci")
     old = layout.tag(skillimage(layout, "blog-writer", "1.0.0"), "one")
     new = layout.tag(skillimage(layout, "blog-writer", "2.0.0"), "two")
