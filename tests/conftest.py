@@ -57,7 +57,7 @@ def is_full_run(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--hypothesis-profile") is None:  # an explicit --hypothesis-profile wins
+    if config.getoption("--hypothesis-profile", default=None) is None:  # an explicit one wins
         settings.load_profile("ci" if is_full_run(config) else "default")
 
 
@@ -76,9 +76,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(marker)
     if not _fast_run(config):
         return
-    kept = [item for item in items if not any(item.get_closest_marker(m) for m in LEFT_OUT_OF_FAST_RUN)]
-    if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item not in set(kept)])
+    kept, left_out = [], []
+    for item in items:
+        (left_out if any(item.get_closest_marker(m) for m in LEFT_OUT_OF_FAST_RUN) else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
         items[:] = kept
         config.stash[_LEFT_OUT] = True
 
