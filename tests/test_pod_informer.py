@@ -29,8 +29,8 @@ from tests.informer_harness import (  # noqa: F401 - server and metrics are the 
     metrics,
     running_standin,
     server,
-    wait_until,
 )
+from tests.polling import wait_until
 
 DOMAIN = DEFAULT_DOMAIN
 TYPE = DOMAIN.type_label
@@ -75,11 +75,13 @@ def truth(server: StandInApiServer, domain: Domain = DOMAIN) -> dict:
 
 
 def assert_converges(store: PodStore, server: StandInApiServer, domain: Domain = DOMAIN) -> None:
-    if not wait_until(lambda: {p.key: p for p in store.all()} == truth(server, domain)):
+    def difference() -> str:
         expected, actual = truth(server, domain), {p.key: p for p in store.all()}
-        pytest.fail(f"store != server: missing {sorted(set(expected) - set(actual))}, "
-                    f"extra {sorted(set(actual) - set(expected))}, "
-                    f"stale {sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])}")
+        return (f"missing {sorted(set(expected) - set(actual))}, extra {sorted(set(actual) - set(expected))}, "
+                f"stale {sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])}")
+
+    wait_until(lambda: {p.key: p for p in store.all()} == truth(server, domain),
+               what="the store to equal the server's pods", explain=difference)
 
 
 def populate(server: StandInApiServer, count: int) -> None:
