@@ -21,7 +21,7 @@ from app.core.model import AgentRuntime, WorkloadRef
 from app.sources.kube.agentruntimes import AGENTRUNTIME_PLURAL, KubeInformerSource
 from app.sources.kube.reflector import InformerMetrics
 from tests.apiserver_standin import StandInApiServer, agentruntime
-from tests.polling import wait_until  # noqa: F401 - the reconciler tests import it from here
+from tests.polling import wait_until
 from tests.serve_process import KUBECONFIG  # noqa: F401 - a kubeconfig for the stand-in (format url=server.url)
 
 CONVERGENCE_SECONDS = 5.0

@@ -26,7 +26,8 @@ from app.sources.kube.pods import PodInformer
 from tests.apiserver_standin import StandInApiServer, agentruntime, pod
 from tests.builders import apply_patch
 from tests.fake_clock import FakeClock
-from tests.informer_harness import api_client_for, wait_until
+from tests.informer_harness import api_client_for
+from tests.polling import wait_until
 
 NS = "team-a"
 SELECTOR = f"{DEFAULT_DOMAIN.type_label} in (agent,tool)"

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.core import registry_facts as supply
 from app.service.install.certs import cert_pem, generate_ca, generate_serving_cert, key_pem
-from tests.polling import wait_until  # test_resolver imports it from here too
+from tests.polling import wait_until
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 SKOPEO_BIN = shutil.which("skopeo") or "/usr/bin/skopeo"

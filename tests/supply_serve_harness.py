@@ -22,7 +22,6 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.builders import admission_review, deployment_pod, runtime_object, skill
-from tests.polling import wait_until
 from tests.serve_process import Served, serving
 
 NAMESPACE = "team-a"
@@ -141,6 +140,3 @@ def webhook(tmp_path: Path, runtimes: Path, *flags: str) -> Iterator[Webhook]:
     with serving(tmp_path, "--runtimes", str(runtimes), "--log-level", "warning", *flags) as served:
         with httpx.Client(verify=served.verified_context(), timeout=10) as client:
             yield Webhook(served, client)
-
-
-eventually = wait_until  # the name test_supply_serve.py knows it by

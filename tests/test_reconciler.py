@@ -16,7 +16,7 @@ from app.service.controllers.reconciler import Reconciler
 from app.sources.clock import Clock
 from tests.apiserver_standin import is_ready, owner_reference, pod
 from tests.fake_clock import FakeClock
-from tests.informer_harness import wait_until
+from tests.polling import wait_until
 from tests.reconciler_harness import EVICT, NS, V1, V2, Harness, standin_cluster
 
 

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from app.service.install.certs import write_cert_bundle
-from tests.informer_harness import KUBECONFIG, wait_until
+from tests.informer_harness import KUBECONFIG
+from tests.polling import wait_until
 from tests.reconciler_harness import EVICT, NS, V1, V2, WORKLOAD_PLURALS, Harness, standin_cluster
 from tests.serve_process import Served, run_cli, serving
 

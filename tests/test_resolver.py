@@ -26,8 +26,8 @@ from tests.registry_harness import (
     StallingServer,
     shared_registries,
     skillimage,
-    wait_until,
 )
+from tests.polling import wait_until
 
 
 class Recorder:

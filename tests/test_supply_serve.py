@@ -39,7 +39,8 @@ from tests.registry_harness import (
     signature_manifest,
     skillimage,
 )
-from tests.supply_serve_harness import NAMESPACE, Webhook, eventually, skill_entry, webhook, write_runtimes
+from tests.polling import wait_until
+from tests.supply_serve_harness import NAMESPACE, Webhook, skill_entry, webhook, write_runtimes
 
 pytestmark = [pytest.mark.registry, pytest.mark.process]
 
@@ -116,7 +117,7 @@ def enforcing(images, tmp_path_factory) -> Iterator[Webhook]:
                  "--verify-signatures", "enforce", "--cosign-key", str(images.key_file),
                  *images.flags()) as hook:
         # Resolved: the three digests are cached (the gauge counts references with a known digest).
-        eventually(lambda: hook.metric("skill_webhook_image_digests_cached") >= 3, RESOLVED_WITHIN, "3 digests cached")
+        wait_until(lambda: hook.metric("skill_webhook_image_digests_cached") >= 3, RESOLVED_WITHIN, "3 digests cached")
         yield hook
         no_tracebacks(hook)
 
@@ -206,7 +207,7 @@ def test_a_moved_tag_is_pinned_to_its_new_digest_within_one_interval(images, tmp
     runtimes = write_runtimes(tmp_path / "runtimes", {"moving": [skill_entry("moving-skill", images.ref("moving"))]})
     with webhook(tmp_path / "serve", runtimes, "--resolve-interval", "1s", "--pin-digests", "on",
                  *images.flags()) as hook:
-        first = eventually(lambda: (a := hook.mutate("moving")).volume_references() and "@" in
+        first = wait_until(lambda: (a := hook.mutate("moving")).volume_references() and "@" in
                            a.volume_references()["skill-moving-skill"] and a, RESOLVED_WITHIN, "a pinned pod")
         assert first.volume_references() == {"skill-moving-skill": f"{images.ref('moving')}@{images.moving_v1}"}
         layout = images.layout
@@ -214,7 +215,7 @@ def test_a_moved_tag_is_pinned_to_its_new_digest_within_one_interval(images, tmp
         assert moved != images.moving_v1
         shared_registries().secure.push(layout, "moving", f"{REPO}/moving", dest_tag="v1")
         pushed = time.monotonic()
-        later = eventually(
+        later = wait_until(
             lambda: (a := hook.mutate("moving")).volume_references()["skill-moving-skill"].endswith(moved) and a,
             1.0 + 10.0, "the new digest",  # one resolve interval, plus slack for a loaded machine
         )
@@ -268,7 +269,7 @@ def faulty(request, faults, tmp_path_factory) -> Iterator[tuple[str, Webhook]]:
     with webhook(work / "serve", runtimes, "--resolve-interval", "1s", "--resolve-timeout", "1s",
                  "--insecure-registries", faults.insecure, "--pin-digests", request.param) as hook:
         # Both failures seen once: a refused connection at once, the stall after its 1 s timeout.
-        eventually(lambda: hook.metric("skill_webhook_image_resolutions_total", result="unreachable") >= 1
+        wait_until(lambda: hook.metric("skill_webhook_image_resolutions_total", result="unreachable") >= 1
                    and hook.metric("skill_webhook_image_resolutions_total", result="timeout") >= 1,
                    RESOLVED_WITHIN, "an unreachable and a timed-out resolution")
         yield request.param, hook
@@ -312,7 +313,7 @@ def test_mutate_latency_is_unchanged_while_the_registry_stalls(faulty, faults):
     assert p99 < P99_BOUND, f"p99 {p99 * 1000:.1f} ms, median {statistics.median(latencies) * 1000:.1f} ms"
     # The resolver went on failing meanwhile (and is not stuck on the stall), and every pod
     # admitted by tag was counted.
-    eventually(lambda: hook.metric("skill_webhook_image_resolutions_total", result="timeout") > timeouts_before,
+    wait_until(lambda: hook.metric("skill_webhook_image_resolutions_total", result="timeout") > timeouts_before,
                RESOLVED_WITHIN, "another timed-out resolution")
     unpinned = hook.metric("skill_webhook_unpinned_pods_total") - unpinned_before
     assert unpinned == (LATENCY_REQUESTS if mode == "on" else 0)
@@ -324,7 +325,7 @@ def test_enforce_denies_503_while_the_registry_is_down_and_claims_nothing_inject
     runtimes = write_runtimes(tmp_path / "runtimes", {"down": [skill_entry("down-skill", faults.down)]})
     with webhook(tmp_path / "serve", runtimes, "--resolve-interval", "1s", "--insecure-registries", faults.insecure,
                  "--pin-digests", "on", "--verify-signatures", "enforce", "--cosign-key", str(images.key_file)) as hook:
-        eventually(lambda: hook.metric("skill_webhook_image_resolutions_total", result="unreachable") >= 1,
+        wait_until(lambda: hook.metric("skill_webhook_image_resolutions_total", result="unreachable") >= 1,
                    RESOLVED_WITHIN, "an unreachable resolution")
         answer = hook.mutate("down")
         assert not answer.allowed and answer.code == 503, answer.response
@@ -343,7 +344,7 @@ def test_wrong_credentials_are_counted_and_pods_still_admitted(images, tmp_path)
     runtimes = write_runtimes(tmp_path / "runtimes", {"locked": [skill_entry("signed-skill", images.ref("signed"))]})
     with webhook(tmp_path / "serve", runtimes, "--resolve-interval", "1s",
                  *images.flags(auth=images.bad_auth)) as hook:
-        eventually(lambda: hook.metric("skill_webhook_image_resolutions_total", result="unauthorized") >= 1,
+        wait_until(lambda: hook.metric("skill_webhook_image_resolutions_total", result="unauthorized") >= 1,
                    RESOLVED_WITHIN, "an unauthorized resolution")
         for _ in range(5):
             answer = hook.mutate("locked")

@@ -9,7 +9,7 @@ import threading
 from app.sources.backoff import Backoff
 from app.sources.workqueue import WorkQueue
 from tests.fake_clock import FakeClock
-from tests.informer_harness import wait_until
+from tests.polling import wait_until
 
 
 def queue(**kwargs) -> tuple[WorkQueue[str], FakeClock]:
