@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app.core.matching.container import AgentContainerNotFound, choose_agent_container
-from app.core.model import DEFAULT_SIDECAR_NAMES, ENV_SKILL_FOLDERS, AgentRuntime
+from app.core.model import DEFAULT_SIDECAR_NAMES, ENV_SKILL_FOLDERS, AgentRuntime, volume_name
 from app.core.names import ANNOTATION_DEFAULT_CONTAINER, DEFAULT_DOMAIN, LABEL_POD_TEMPLATE_HASH
 
 ANNOTATION_AGENT_CONTAINER = DEFAULT_DOMAIN.agent_container
@@ -233,7 +233,7 @@ def _deliveries(pod: dict[str, Any], runtime: AgentRuntime, options: MutationOpt
     whatever the delivery; any other skill is delivered as the options say."""
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
     return {s.name: "image" if options.delivery == "image" or
-            (volumes.get(s.volume_name) or {}).get("image", {}).get("reference") == s.image else "extract"
+            (volumes.get(volume_name(s.name)) or {}).get("image", {}).get("reference") == s.image else "extract"
             for s in runtime.spec.skills}
 
 
@@ -248,11 +248,11 @@ def _collides(pod: dict[str, Any], runtime: AgentRuntime, agent: int | None, opt
     mounts = {normalize_mount_path(m["mountPath"]): m["name"]
               for m in pod["spec"]["containers"][agent].get("volumeMounts") or []}
     for s in runtime.spec.skills:
-        volume = volumes.get(s.volume_name)
+        volume = volumes.get(volume_name(s.name))
         if volume is not None and volume.get("image", {}).get("reference") != s.image:
             return True
         holder = mounts.get(normalize_mount_path(s.mountPath))
-        if holder is not None and holder != s.volume_name:
+        if holder is not None and holder != volume_name(s.name):
             return True
     return False
 

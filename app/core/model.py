@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -65,18 +64,6 @@ class Skill(BaseModel):
     pullPolicy: str | None = None
     # A directory inside the image to mount instead of its root (the mount's subPath).
     path: str | None = None
-
-    # Cached: read on every admission of every pod of the AgentRuntime (the model is frozen).
-    @functools.cached_property
-    def volume_name(self) -> str:
-        return volume_name(self.name)
-
-    @functools.cached_property
-    def normal_mount_path(self) -> str:
-        # Imported here: validation imports this module.
-        from app.core.validation.paths import normalise
-
-        return normalise(self.mountPath)
 
 
 class TargetRef(BaseModel):

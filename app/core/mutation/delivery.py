@@ -14,10 +14,9 @@ mutation and the staleness check (which compares fingerprints that include the d
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, NamedTuple, Sequence
 
 from app.core.model import Skill
 from app.core.registry_facts import ImageFacts
@@ -129,8 +128,7 @@ class DeliveryPolicy:
                         "OCI artifacts extracted"
 
 
-@dataclass(frozen=True)
-class SkillDelivery:
+class SkillDelivery(NamedTuple):
     """How one skill is delivered, and the directory inside its image to mount (None: the root)."""
 
     delivery: Delivery
@@ -176,7 +174,7 @@ def plan_delivery(
         setting: DeliverySetting = annotation  # type: ignore[assignment]
         source = f"annotation {annotation_key}: {annotation}"
     else:
-        setting, source = policy.setting, _SOURCES[policy.setting]
+        setting, source = policy.setting, f"--delivery {policy.setting}"
     if setting == "image" and not policy.image_volumes:
         return DeliveryPlan(blocked=(
             f"image volumes are off ({policy.image_volumes_reason or 'disabled by configuration'}) "
@@ -187,11 +185,6 @@ def plan_delivery(
     for skill in skills:
         known = facts(skill.image) if facts is not None else None
         artifact = known is not None and known.mountable is False
-        if not artifact and skill.path is None:
-            # The common case: the same few values for every skill of every pod, made once.
-            extract = setting == "extract" or (setting == "auto" and cluster is not None)
-            planned.append(_plain("extract" if extract else "image", cluster if cluster is not None else source))
-            continue
         path = skill.path if skill.path is not None else default_path(known)
         warning = None
         if setting == "extract":
@@ -211,12 +204,3 @@ def plan_delivery(
             delivery, reason = "image", source
         planned.append(SkillDelivery(delivery, path, reason, warning))
     return DeliveryPlan(tuple(planned))
-
-
-_SOURCES = {setting: f"--delivery {setting}" for setting in DELIVERY_SETTINGS}
-
-
-@functools.lru_cache(maxsize=256)
-def _plain(delivery: Delivery, reason: str) -> SkillDelivery:
-    """A delivery of the image's root without a warning, shared (frozen, so sharing is safe)."""
-    return SkillDelivery(delivery, None, reason)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,7 @@ class MutationOptions:
     nodes: NodeRuntimes | None = None
     puller: PullerConfig = DEFAULT_PULLER
 
-    @functools.cached_property
+    @property
     def delivery_policy(self) -> DeliveryPolicy:
         return DeliveryPolicy(self.delivery, self.image_volumes, self.image_volumes_reason, self.nodes)
 
