@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import logging
 import sys
@@ -19,14 +19,17 @@ def json_line(entry: dict[str, Any]) -> bytes:
     return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
-def utc_timestamp(when: float, _cache: dict[int, str] = {}) -> str:
-    """RFC 3339 with milliseconds; the seconds part is formatted once per second."""
+def utc_timestamp(when: float) -> str:
+    """RFC 3339 with milliseconds."""
     second = int(when)
-    prefix = _cache.get(second)
-    if prefix is None:
-        _cache.clear()
-        prefix = _cache[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{prefix}.{int((when - second) * 1000):03d}Z"
+    return f"{_utc_second(second)}.{int((when - second) * 1000):03d}Z"
+
+
+# Formatted once per second: strftime on every admission line measured 3-4 % of /mutate's time in
+# process (10,000 AgentRuntimes cached, eight requests per event-loop pass).
+@functools.lru_cache(maxsize=1)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 class JsonFormatter(logging.Formatter):
@@ -60,14 +63,14 @@ class TextFormatter(logging.Formatter):
 class AdmissionLog:
     """The one line per admission (docs/configuration.md "Service surface"), on the hot path of every pod creation.
 
-    In JSON mode it skips the logging machinery (record, formatter, handler lock) and writes the line
-    with one orjson call and one write: the same line, at a third of the cost. Otherwise, and until
-    `configure_logging` runs (tests, embedding), it goes through the `skill_webhook.admission` logger.
+    In JSON mode it writes the line itself, with one orjson call and one write: the logging machinery
+    (record, caller lookup, formatter, handler lock) costs about a sixth of /mutate's time in process
+    (measured side by side with 10,000 AgentRuntimes cached). Otherwise, and until `configure_logging`
+    runs (tests, embedding), it goes through the `skill_webhook.admission` logger.
     """
 
     def __init__(self) -> None:
         self.enabled = True
-        self._flush_pending = False
         self._stream: BinaryIO | None = None
         self._logger = logging.getLogger(ADMISSION_LOGGER)
 
@@ -85,27 +88,11 @@ class AdmissionLog:
             return
         entry = {"ts": utc_timestamp(time.time()), "level": "info", "logger": ADMISSION_LOGGER, "msg": "admission"}
         entry.update(fields)
-        stream.write(json_line(entry) + b"\n")
-        # One flush (one write syscall) per event-loop iteration, however many admissions it answered:
-        # under load many lines share it, and at a low rate each line still leaves at once.
-        if self._flush_pending:
-            return
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside the event loop (a test, an embedding): write now
+            stream.write(json_line(entry) + b"\n")
             stream.flush()
-            return
-        self._flush_pending = True
-        loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        stream = self._stream
-        if stream is not None:
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # stderr closed or gone: a lost log line must not stop admission
-                pass
+        except (OSError, ValueError):  # stderr closed or gone: a lost log line must not stop admission
+            pass
 
 
 ADMISSION_LOG = AdmissionLog()
