@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from app.core.mutation.review import MutationOptions, mutate_pod
-from app.core.mutation.skill_images import SupplyPlan
+from app.core.mutation.image_policy import ImagePolicy
 from app.core.names import Domain
 from app.core.registry_facts import ImageFacts
 from app.core.staleness.pods import StalenessOptions, pod_staleness
@@ -169,7 +169,7 @@ def moving_tag(cluster: Harness, docker_registries, tmp_path: Path):
     assert facts.digest == old
 
     def pinned(obj: dict[str, Any]) -> dict[str, Any]:
-        options = MutationOptions(supply=SupplyPlan({reference: facts}.get, "on"))
+        options = MutationOptions(image_policy=ImagePolicy({reference: facts}.get, "on"))
         decision = mutate_pod(copy.deepcopy(obj), NS, cluster.index, options)
         assert decision.allowed, decision.message
         return apply_patch(obj, decision)
@@ -197,7 +197,7 @@ def test_a_moved_tag_is_seen_with_pin_digests_as_the_reconciler_sees_it(cluster:
     ]
     # The same pods the server's reconciler judges stale: its options, with its resolver's facts now.
     server_view = StalenessOptions.from_mutation(
-        MutationOptions(supply=SupplyPlan({reference: look_up(reference, client)}.get, "on")))
+        MutationOptions(image_policy=ImagePolicy({reference: look_up(reference, client)}.get, "on")))
     judged = {p["metadata"]["name"] for p in cluster.listed_pods() if pod_staleness(p, cluster.index, server_view).stale}
     assert judged == {r["pod"] for r in report["stale"]}
 

@@ -19,7 +19,7 @@ from app.core.mutation.puller import (
     quantity_bytes,
 )
 from app.core.mutation.review import MutationOptions, mutate_pod
-from app.core.mutation.skill_images import SupplyPlan
+from app.core.mutation.image_policy import ImagePolicy
 from app.core.names import DEFAULT_DOMAIN
 from app.core.registry_facts import ImageFacts
 from tests.builders import (
@@ -160,7 +160,7 @@ def test_an_image_volume_added_before_the_artifact_was_known_is_kept_on_reinvoca
     index = solo_index(skill("alpha", image=IMAGE))
     the_pod = bare_pod()
     first = apply_patch(the_pod, mutate(the_pod, index, MutationOptions()))
-    learned = MutationOptions(supply=SupplyPlan({IMAGE: artifact_facts()}.get))
+    learned = MutationOptions(image_policy=ImagePolicy({IMAGE: artifact_facts()}.get))
     again = mutate(first, index, learned)
     # Only what the resolver learned is added (its metadata annotation); no warning about an extraction
     # this pod does not get.

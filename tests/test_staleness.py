@@ -271,7 +271,7 @@ def test_stale_exactly_when_the_mutation_would_inject_something_else(then, now) 
 # -- delivery and path (docs/delivery.md) ----------------------------------------------------------------
 
 from app.core.mutation.delivery import judge_nodes  # noqa: E402
-from app.core.mutation.skill_images import SupplyPlan  # noqa: E402
+from app.core.mutation.image_policy import ImagePolicy  # noqa: E402
 from app.core.registry_facts import ImageFacts  # noqa: E402
 
 OLD_NODES = judge_nodes([("node-a", "containerd://2.0.5")])
@@ -285,16 +285,16 @@ def delivered_pod(index: AgentRuntimeIndex, options: MutationOptions) -> dict[st
     return apply_patch(base, decision)
 
 
-def known(image: str, mountable: bool) -> SupplyPlan:
+def known(image: str, mountable: bool) -> ImagePolicy:
     facts = ImageFacts(**{**ImageFacts.unresolved(image).__dict__, "digest": "sha256:" + "c" * 64, "mountable": mountable})
-    return SupplyPlan({image: facts}.get)
+    return ImagePolicy({image: facts}.get)
 
 
 @pytest.mark.parametrize("options", [
     StalenessOptions(),
     StalenessOptions(delivery="image"),
     StalenessOptions(nodes=NEW_NODES),
-    StalenessOptions(supply=known(A["image"], mountable=True)),
+    StalenessOptions(image_policy=known(A["image"], mountable=True)),
 ], ids=["auto", "image", "nodes-can-mount", "known-image"])
 def test_a_record_made_before_delivery_and_path_existed_stays_current(options) -> None:
     """Written by hand as the code before extraction wrote it: no path, no delivery in the fingerprint."""
@@ -320,11 +320,11 @@ def test_a_skill_delivered_another_way_than_now_is_stale() -> None:
 def test_an_artifact_learned_after_admission_makes_auto_pods_stale() -> None:
     index = index_of(rt(A))
     running = delivered_pod(index, MutationOptions())  # not resolved yet: an image volume
-    now = StalenessOptions(supply=known(A["image"], mountable=False))
+    now = StalenessOptions(image_policy=known(A["image"], mountable=False))
     verdict = pod_staleness(running, index, now)
     assert (verdict.stale, verdict.differences) == (True, ("blog-writer: delivery image -> extract",))
     # Forced to image volumes the artifact changes nothing for the pod.
-    assert not pod_staleness(running, index, StalenessOptions(delivery="image", supply=now.supply)).stale
+    assert not pod_staleness(running, index, StalenessOptions(delivery="image", image_policy=now.image_policy)).stale
 
 
 def test_a_node_that_cannot_mount_makes_image_volume_pods_stale() -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 from app.core import registry_facts as supply
 from app.core.registry_facts import (
     ImageFacts,
-    SupplyCache,
+    ImageFactsCache,
     check_simple_signing,
     choose_platform_entry,
     index_entry_mountability,
@@ -174,7 +174,7 @@ def test_tag_gone_needs_a_known_digest_and_a_tag() -> None:
 
 
 def test_cache_swaps_whole_mappings() -> None:
-    cache = SupplyCache()
+    cache = ImageFactsCache()
     a, b = ImageFacts.unresolved("r.io/a:1"), ImageFacts.unresolved("r.io/b:1")
     cache.publish({"r.io/a:1": a})
     before = cache.snapshot()
@@ -186,7 +186,7 @@ def test_cache_swaps_whole_mappings() -> None:
 
 
 def test_readers_never_see_half_an_update() -> None:
-    cache = SupplyCache()
+    cache = ImageFactsCache()
     refs = [f"r.io/s{i}:1" for i in range(50)]
     stop = threading.Event()
     torn: list[int] = []
@@ -213,7 +213,7 @@ _refs = st.sampled_from([f"r.io/s{i}:1" for i in range(8)])
 @given(st.lists(st.tuples(st.dictionaries(_refs, st.sampled_from(["1", "2", "3"]), max_size=5),
                           st.one_of(st.none(), st.lists(_refs, max_size=8))), max_size=12))
 def test_batched_publishes_equal_applying_each_update_in_turn(steps) -> None:
-    cache, model = SupplyCache(), {}
+    cache, model = ImageFactsCache(), {}
     for updates, keep in steps:
         batch = {ref: ImageFacts(ref, "r.io", ref, tag) for ref, tag in updates.items()}
         before = cache.snapshot()

@@ -1,7 +1,7 @@
 """What the registry tells about a skill image, and the decisions made from it (docs/registries.md).
 
 Pure data and rules: the resolver (app.sources.registry.resolver) fetches manifests and signatures and calls these;
-`/mutate` and validation read `ImageFacts` through a `SupplyView`, never the network.
+`/mutate` and validation read `ImageFacts` from an `ImageFactsCache`, never the network.
 
 Mountability follows what container runtimes accept for an image volume: an image manifest (OCI or
 Docker schema 2) whose config is an image config. An OCI *artifact* (an empty or custom config media
@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Iterable, Literal, Mapping, Protocol
+from typing import Any, Iterable, Literal, Mapping
 
 from app.core.validation.oci import InvalidImageReference, parse_reference
 
@@ -295,11 +295,7 @@ def bundle_skills(annotations: Mapping[str, str]) -> tuple[str, ...] | None:
 # -- what /mutate reads ---------------------------------------------------------------------------
 
 
-class SupplyView(Protocol):
-    def facts(self, reference: str) -> ImageFacts | None: ...
-
-
-class SupplyCache:
+class ImageFactsCache:
     """An immutable mapping swapped in one assignment: readers never lock and never see half an
     update; one writer (the resolver) publishes whole new mappings, a batch of results at a time."""
 
@@ -327,6 +323,3 @@ class SupplyCache:
 
     def __len__(self) -> int:
         return len(self._facts)
-
-
-EMPTY_VIEW = SupplyCache()

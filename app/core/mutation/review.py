@@ -15,7 +15,7 @@ from app.core.mutation.puller import DEFAULT_PULLER, PullerConfig
 from app.core.model import DEFAULT_SIDECAR_NAMES
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.mutation.patch import MalformedPod, SkillConflict, build_skill_patch, pod_containers
-from app.core.mutation.skill_images import SupplyPlan, plan_supply
+from app.core.mutation.image_policy import ImagePolicy, apply_image_policy
 from app.core.matching.workload import resolve_workload
 
 NOT_SYNCED_MESSAGE = "skill cache not synchronized yet; retry shortly"
@@ -32,7 +32,7 @@ class MutationOptions:
     domain: Domain = DEFAULT_DOMAIN
     # What the registry resolver knows (digests, mountability, signatures) and what to do with it;
     # None: the resolver is off and images are injected as written.
-    supply: SupplyPlan | None = None
+    image_policy: ImagePolicy | None = None
     # How skills reach pods (app.core.mutation.delivery): `--delivery`, the node informer's last verdict
     # on container runtimes (None: nodes not watched), and how the puller init container is made.
     delivery: DeliverySetting = "auto"
@@ -90,7 +90,7 @@ def mutate_pod(
         return decision
     plan = plan_delivery(
         options.delivery_policy, skills, runtime.annotation(domain.skill_delivery),
-        options.supply.facts if options.supply is not None else None, domain.skill_delivery,
+        options.image_policy.facts if options.image_policy is not None else None, domain.skill_delivery,
     )
     if plan.blocked is not None:
         decision.outcome = "image-volumes-off"
@@ -104,10 +104,10 @@ def mutate_pod(
     names = [c.get("name") if isinstance(c.get("name"), str) else "" for c in containers]
     annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
     record = read_injected_record(annotations.get(domain.skills_injected))
-    supply = plan_supply(options.supply, skills)
-    decision.warnings += supply.warnings
-    if supply.denial is not None:
-        code, reason, message = supply.denial
+    images = apply_image_policy(options.image_policy, skills)
+    decision.warnings += images.warnings
+    if images.denial is not None:
+        code, reason, message = images.denial
         return _denied(code, f'AgentRuntime "{runtime.metadata.name}": {message}', reason, "supply-denied", decision)
     try:
         choice = choose_agent_container(
@@ -116,7 +116,7 @@ def mutate_pod(
         decision.warnings += choice.warnings
         patch = build_skill_patch(
             pod, runtime, choice.position, domain=domain,
-            references=supply.references, skills_metadata=supply.metadata,
+            references=images.references, skills_metadata=images.metadata,
             deliveries=plan.skills, puller=options.puller,
         )
     except AgentContainerNotFound as err:
@@ -132,7 +132,7 @@ def mutate_pod(
     decision.warnings += patch.warnings
     decision.skills = [s.name for s in skills]
     decision.extracted = sum(1 for s in patch.injected if s.delivery == "extract")
-    decision.unpinned = supply.unpinned
+    decision.unpinned = images.unpinned
     decision.outcome = "injected" if patch.operations else "already-injected"
     return decision
 

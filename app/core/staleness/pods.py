@@ -25,7 +25,7 @@ from app.core.mutation.injection import InjectedRecord, InjectedSkill, injected_
 from app.core.model import AgentRuntime, WorkloadRef, volume_name
 from app.core.mutation.review import MutationOptions
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core.mutation.skill_images import SupplyPlan, plan_supply
+from app.core.mutation.image_policy import ImagePolicy, apply_image_policy
 from app.core.matching.workload import resolve_workload
 from app.core.objects import list_of, mapping_of, text_of
 
@@ -65,19 +65,20 @@ class StalenessOptions:
     # Likewise the delivery the pod's spec shows, and the path it mounts where the skill names none:
     # only the registry (an artifact?) and the serving webhook's view of the cluster decide those.
     trust_recorded_digests: bool = False
-    # The SupplyPlan `references` plans from, when there is one: its facts are immutable objects, so a
+    # The ImagePolicy `references` applies, when there is one: its facts are immutable objects, so a
     # memo may keep a fingerprint for as long as the same fact objects come back (see FingerprintMemo).
-    supply: Any = None
+    image_policy: Any = None
 
     @classmethod
     def from_mutation(cls, mutation: MutationOptions) -> "StalenessOptions":
         """The options that judge pods as `mutation` injects them: same domain, same image-volume
-        decision, and the references its supply plan would pin (one definition of both)."""
-        supply = mutation.supply
+        decision, and the references its image policy would pin (one definition of both)."""
+        policy = mutation.image_policy
         return cls(domain=mutation.domain, image_volumes=mutation.image_volumes,
                    image_volumes_reason=mutation.image_volumes_reason, delivery=mutation.delivery,
                    nodes=mutation.nodes,
-                   references=_planned_references(supply) if supply is not None else None, supply=supply)
+                   references=_pinned_references(policy) if policy is not None else None,
+                   image_policy=policy)
 
     @functools.cached_property
     def policy(self) -> DeliveryPolicy:
@@ -85,14 +86,14 @@ class StalenessOptions:
 
     def deliveries(self, runtime: AgentRuntime) -> DeliveryPlan:
         """How the mutation would deliver `runtime`'s skills now."""
-        supply = self.supply
+        images = self.image_policy
         return plan_delivery(self.policy, runtime.spec.skills, runtime.annotation(self.domain.skill_delivery),
-                             supply.facts if supply is not None else None, self.domain.skill_delivery)
+                             images.facts if images is not None else None, self.domain.skill_delivery)
 
 
-def _planned_references(supply: SupplyPlan) -> ReferencesProvider:
+def _pinned_references(policy: ImagePolicy) -> ReferencesProvider:
     def references(runtime: AgentRuntime) -> Mapping[str, str]:
-        return plan_supply(supply, runtime.spec.skills).references
+        return apply_image_policy(policy, runtime.spec.skills).references
 
     return references
 
@@ -133,7 +134,7 @@ class FingerprintMemo:
     thousand pods of one AgentRuntime plans and hashes its skills once. Keyed by identity (the index
     replaces an object on every change) and checked against the delivery policy and the references to
     inject (digest pinning moves them without the object changing), so an entry is never out of date:
-    with a SupplyPlan, while its facts for the skills' images are the very objects the plan was made
+    with an ImagePolicy, while its facts for the skills' images are the very objects the plan was made
     from, the plan is not even made again (a periodic re-check of 10,000 pods then costs a few dict
     reads each). `prune` drops entries of replaced objects."""
 
@@ -152,7 +153,7 @@ class FingerprintMemo:
 
     def _entry(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[Any, ...]:
         skills = runtime.spec.skills
-        supply, policy = options.supply, options.policy
+        supply, policy = options.image_policy, options.policy
         seen = tuple(supply.facts(s.image) for s in skills) if supply is not None and skills else None
         hit = self._by_id.get(id(runtime))
         if hit is not None and (hit[0] is not runtime or hit[1] is not supply or hit[2] != policy):

@@ -80,9 +80,9 @@ class ValidationOptions:
     agentruntime_api: str = DEFAULT_AGENTRUNTIME_API
     # Names the annotation that may hold the skills (`<domain>/skill-images`).
     domain: Domain = DEFAULT_DOMAIN
-    # What the registry resolver knows (an app.core.mutation.skill_images.SupplyPlan); None: resolver off.
+    # What the registry resolver knows (an app.core.mutation.image_policy.ImagePolicy); None: resolver off.
     # Never set for the cached verdict of stored objects (see app.core.validation.images).
-    supply: Any = None
+    image_policy: Any = None
     # `--delivery`: an OCI artifact is an error only where its delivery is forced to image volumes.
     delivery: str = "auto"
 
@@ -192,8 +192,8 @@ def _check_object(
     findings.errors.extend(source.errors)
     check_skills(source.raw, findings, options.registry_allow, source.path)
     delivery = _check_delivery_annotation(obj, options.domain, findings)
-    if options.supply is not None:
-        check_image_facts(source.raw, source.path, findings, options.supply, delivery or options.delivery)
+    if options.image_policy is not None:
+        check_image_facts(source.raw, source.path, findings, options.image_policy, delivery or options.delivery)
     return findings, source
 
 

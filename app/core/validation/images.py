@@ -19,8 +19,8 @@ from app.core.validation.paths import components
 SKIPPED_ABOVE = 100  # a hostile list is bounded by the other rules already; do not look up more
 
 
-def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any, delivery: str = "auto") -> None:
-    """`supply` is an app.core.mutation.skill_images.SupplyPlan (facts lookup plus the signature policy);
+def check_image_facts(raw: Any, base: FieldPath, findings: Findings, policy: Any, delivery: str = "auto") -> None:
+    """`policy` is an app.core.mutation.image_policy.ImagePolicy (facts lookup plus the signature policy);
     `delivery` the one in force for this AgentRuntime (its annotation, else `--delivery`)."""
     if not isinstance(raw, list):
         return
@@ -30,7 +30,7 @@ def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any
         if not isinstance(image, str) or not image:
             continue
         path = base.index(i).child("image")
-        facts = supply.facts(image)
+        facts = policy.facts(image)
         if facts is None:
             unknown.append(image)
             continue
@@ -49,7 +49,7 @@ def check_image_facts(raw: Any, base: FieldPath, findings: Findings, supply: Any
             findings.warn(path, f"{image} is deprecated (io.skillimage.status)")
         if facts.tag_gone:
             findings.warn(path, f"the tag of {image} no longer resolves; pods get its last known digest only if pinned")
-        _check_signature(path, image, facts, findings, supply.verify_signatures)
+        _check_signature(path, image, facts, findings, policy.verify_signatures)
     if unknown:
         findings.warn(
             base,

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 from app.core.decode import cached_runtime
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions
-from app.core.mutation.skill_images import SupplyPlan
+from app.core.mutation.image_policy import ImagePolicy
 from app.core.names import Domain
 from app.core.staleness.pods import StalenessOptions, pod_staleness
 from app.core.staleness.rollout import roll_hint  # the same hint the reconciler's Events give
@@ -116,11 +116,11 @@ def _judge(args: argparse.Namespace, index: AgentRuntimeIndex, domain: Domain) -
         if facts[reference].error or not facts[reference].digest:
             print(f"{reference}: not looked up ({facts[reference].error or 'no digest'}): its pods are judged "
                   "by the digest they recorded", file=sys.stderr)
-    plan = SupplyPlan(lambda image: facts.get(image), args.pin_digests)
+    policy = ImagePolicy(lambda image: facts.get(image), args.pin_digests)
     # The reconciler's own options (StalenessOptions.from_mutation); a tag that could not be looked up
     # (no digest) is judged by the pods' records rather than taken as moved.
     return dataclasses.replace(
-        StalenessOptions.from_mutation(MutationOptions(domain=domain, supply=plan)), trust_recorded_digests=True
+        StalenessOptions.from_mutation(MutationOptions(domain=domain, image_policy=policy)), trust_recorded_digests=True
     )
 
 

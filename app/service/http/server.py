@@ -22,7 +22,7 @@ from uvicorn.loops.auto import auto_loop_factory
 from app.core.mutation.capability import decide_image_volumes
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions
-from app.core.mutation.skill_images import SupplyPlan
+from app.core.mutation.image_policy import ImagePolicy
 from app.core.validation import ValidationOptions
 from app.sources.base import AgentRuntimeSource
 from app.sources.files.source import FileSource
@@ -52,10 +52,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def validation_options(settings: Settings, supply: SupplyPlan | None = None) -> ValidationOptions:
+def validation_options(settings: Settings, image_policy: ImagePolicy | None = None) -> ValidationOptions:
     return ValidationOptions(
         registry_allow=settings.registries, agentruntime_api=settings.agentruntime_api, domain=settings.names,
-        supply=supply, delivery=settings.delivery,
+        image_policy=image_policy, delivery=settings.delivery,
     )
 
 
@@ -199,10 +199,10 @@ def build_state(settings: Settings) -> ServiceParts:
     metrics = WebhookMetrics()
     source_kind = settings.resolved_source()
     resolver = build_resolver(settings, index, metrics)
-    supply = (
-        SupplyPlan(resolver.facts, settings.pin_digests, settings.verify_signatures) if resolver is not None else None
+    image_policy = (
+        ImagePolicy(resolver.facts, settings.pin_digests, settings.verify_signatures) if resolver is not None else None
     )
-    validation = validation_options(settings, supply)
+    validation = validation_options(settings, image_policy)
     # The cache records the verdict of the rules that need no other object; registry facts change
     # without the object changing, so they are checked at admission instead, never cached.
     source = build_source(settings, index, metrics, validation_options(settings))
@@ -233,7 +233,7 @@ def build_state(settings: Settings) -> ServiceParts:
     state = ServiceState(
         index=index,
         mutation=MutationOptions(
-            settings.sidecars, decision.enabled, decision.reason, domain=settings.names, supply=supply,
+            settings.sidecars, decision.enabled, decision.reason, domain=settings.names, image_policy=image_policy,
             delivery=settings.delivery, nodes=delivery.nodes, puller=settings.puller(),
         ),
         validation=validation,

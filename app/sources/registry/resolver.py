@@ -11,7 +11,7 @@ registry failed (down, stalling, 5xx, refusing our credentials) comes back after
 back-off instead. A reference queued before it is due waits for its own time: a resync costs a dict
 read per reference. The number of workers and the interval are what bound the load on registries.
 
-Results are published into a `SupplyCache`: an immutable mapping replaced in one assignment, so
+Results are published into an `ImageFactsCache`: an immutable mapping replaced in one assignment, so
 `/mutate` reads it without a lock and never waits for a registry. A lookup with the same answer as the
 last publishes nothing; changed facts are published in batches (256, or 0.5 s, or as soon as no other
 reference is ready to be looked up), so that 10,000 new images do not copy the mapping 10,000 times.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from app.core.model import AgentRuntime
-from app.core.registry_facts import ImageFacts, SupplyCache
+from app.core.registry_facts import ImageFacts, ImageFactsCache
 
 from app.sources.backoff import Backoff
 from app.sources.clock import Clock
@@ -65,7 +65,7 @@ class ResolverHooks:
 
 
 class SkillImageResolver:
-    """Keeps a SupplyCache of every wanted skill image reference, in the background.
+    """Keeps an ImageFactsCache of every wanted skill image reference, in the background.
 
     References come from `want()` (the index handler `runtime_changed` calls it) and from the `wanted`
     callable, the full set, read at every resync."""
@@ -82,7 +82,7 @@ class SkillImageResolver:
         hooks: ResolverHooks | None = None,
         backoff_base: float = 1.0,
         backoff_max: float | None = None,
-        cache: SupplyCache | None = None,
+        cache: ImageFactsCache | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -93,7 +93,7 @@ class SkillImageResolver:
         self.keys = tuple(keys)
         self._wanted_fn = wanted
         self.hooks = hooks or ResolverHooks()
-        self.cache = cache or SupplyCache()
+        self.cache = cache or ImageFactsCache()
         self.clock = clock or Clock()
         self._rng = rng or random.Random()
         cap = backoff_max if backoff_max is not None else max(self.interval, backoff_base)
@@ -109,7 +109,7 @@ class SkillImageResolver:
     @classmethod
     def from_settings(
         cls, settings: Any, *, wanted: Callable[[], Iterable[str]] | None = None,
-        hooks: ResolverHooks | None = None, cache: SupplyCache | None = None,
+        hooks: ResolverHooks | None = None, cache: ImageFactsCache | None = None,
     ) -> "SkillImageResolver":
         """From the serve settings: resolve_interval, resolve_concurrency, resolve_timeout,
         registry_auth, registry_ca, insecure, verify_signatures, cosign_keys. Raises CosignKeyError

@@ -1,5 +1,6 @@
-"""What admission does with the resolver's facts: pinning, metadata, warnings, and the denials the admin
-asked for. The facts are the resolver's own ImageFacts records, looked up by reference as written."""
+"""The image policy at admission: what the resolver knows, applied with --pin-digests and
+--verify-signatures (pinning, metadata, warnings, and the denials the admin asked for). The facts are the
+resolver's own ImageFacts records, looked up by reference as written."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN
-from app.core.mutation.skill_images import SupplyPlan
+from app.core.mutation.image_policy import ImagePolicy
 from app.core.registry_facts import ImageFacts
 from tests.builders import NAMESPACE, apply_and_recheck, container, deployment_pod, index_of, runtime_object, skill
 
@@ -26,7 +27,7 @@ def facts(**fields) -> ImageFacts:
 
 def mutate(known: dict[str, ImageFacts], pin="off", verify="off", image=IMAGE):
     index = index_of(runtime_object("rt", skills=[skill("alpha", image=image)]))
-    options = MutationOptions(supply=SupplyPlan(known.get, pin, verify))
+    options = MutationOptions(image_policy=ImagePolicy(known.get, pin, verify))
     the_pod = deployment_pod(container("agent"))
     return the_pod, index, options, mutate_pod(the_pod, NAMESPACE, index, options)
 
@@ -76,10 +77,10 @@ def test_an_image_already_pinned_by_digest_is_injected_as_written():
 
 def test_reinvocation_keeps_a_volume_injected_by_tag_before_the_digest_was_known():
     index = index_of(runtime_object("rt", skills=[skill("alpha")]))
-    by_tag = MutationOptions(supply=SupplyPlan({}.get, "on"))
+    by_tag = MutationOptions(image_policy=ImagePolicy({}.get, "on"))
     the_pod = deployment_pod(container("agent"))
     first = apply_and_recheck(the_pod, mutate_pod(the_pod, NAMESPACE, index, by_tag), index, by_tag)
-    now_known = MutationOptions(supply=SupplyPlan({IMAGE: facts()}.get, "on"))
+    now_known = MutationOptions(image_policy=ImagePolicy({IMAGE: facts()}.get, "on"))
     again = mutate_pod(first, NAMESPACE, index, now_known)
     assert again.allowed, again.message
     ops = {op["path"] for op in again.patch}
@@ -118,7 +119,7 @@ def validate(known: dict[str, ImageFacts], verify="off", delivery="auto", annota
     obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE, **fields)])
     if annotation is not None:
         obj["metadata"]["annotations"] = {DEFAULT_DOMAIN.skill_delivery: annotation}
-    options = ValidationOptions(supply=SupplyPlan(known.get, "off", verify), delivery=delivery)
+    options = ValidationOptions(image_policy=ImagePolicy(known.get, "off", verify), delivery=delivery)
     return validate_agentruntime(obj, options=options)
 
 
@@ -171,6 +172,6 @@ def test_the_cached_verdict_never_includes_registry_facts():
     from app.core.validation import stored_object_errors
 
     obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE)])
-    supply = SupplyPlan({IMAGE: facts(mountable=False)}.get)
+    policy = ImagePolicy({IMAGE: facts(mountable=False)}.get)
     assert stored_object_errors(obj, ValidationOptions()) == ()
-    assert validate_agentruntime(obj, options=ValidationOptions(supply=supply, delivery="image")).errors
+    assert validate_agentruntime(obj, options=ValidationOptions(image_policy=policy, delivery="image")).errors
