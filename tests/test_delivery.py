@@ -206,7 +206,7 @@ def test_the_policy_says_what_skills_get_and_why(policy, delivery, part):
 
 
 def test_node_verdicts_compare_by_value():
-    """The mutation's options are replaced when the verdict changes, and staleness memos compare them."""
+    """The mutation's options are replaced when the verdict changes (compared by value)."""
     assert judge_nodes([("a", "containerd://2.0.5")]) == NodeRuntimes(1, (("a", "containerd://2.0.5"),), ())
     assert DeliveryPolicy(nodes=judge_nodes([("a", "containerd://2.0.5")])) != DeliveryPolicy(nodes=OLD_NODES)
 

@@ -140,6 +140,23 @@ def test_a_pod_change_syncs_its_workload_alone_after_the_debounce(judged) -> Non
     assert gauge(reconciler, "ns-1", "rt-1") == PODS_EACH - 1
 
 
+def test_what_would_be_injected_is_worked_out_once_per_workload(monkeypatch, judged) -> None:
+    index, store = build()
+    worked_out: list[str] = []
+    real = reconciler_module.expected_injection
+
+    def counting(runtime, options):
+        worked_out.append(runtime.metadata.name)
+        return real(runtime, options)
+
+    monkeypatch.setattr(reconciler_module, "expected_injection", counting)
+    reconciler = reconciler_for(index, store)
+    reconciler.resync()
+    drain(reconciler)
+    assert len(judged) == NAMESPACES * PER_NAMESPACE * PODS_EACH
+    assert len(worked_out) == NAMESPACES * PER_NAMESPACE  # once per AgentRuntime, not once per pod
+
+
 def test_an_agentruntime_change_syncs_the_workload_it_targets(judged) -> None:
     index, store = build()
     reconciler = reconciler_for(index, store)

@@ -18,7 +18,7 @@ from app.core.model import AgentRuntime
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.staleness import pods as S
-from app.core.staleness.pods import FingerprintMemo, StalenessOptions, pod_staleness
+from app.core.staleness.pods import StalenessOptions, expected_injection, pod_staleness
 from tests.builders import apply_patch, deployment_pod, index_of, pod, runtime_object, skill
 
 INJECTED = DEFAULT_DOMAIN.skills_injected
@@ -227,15 +227,19 @@ def test_bare_pod_matches_by_name() -> None:
     assert (verdict.stale, verdict.reason, verdict.agent_runtime) == (True, S.UNRECORDED, "solo-rt")
 
 
-def test_memo_gives_the_same_verdicts_and_hashes_once_per_object() -> None:
+def test_an_expectation_shared_by_many_pods_gives_their_own_verdicts() -> None:
     now = index_of(rt(A))
-    memo = FingerprintMemo()
-    stale_pod = injected_pod(index_of(rt(B)))
-    fresh_pod = injected_pod(now)
-    for _ in range(3):
-        assert pod_staleness(stale_pod, now, memo=memo) == pod_staleness(stale_pod, now)
-        assert pod_staleness(fresh_pod, now, memo=memo) == pod_staleness(fresh_pod, now)
-    assert len(memo._by_id) == 1
+    asked: list[str] = []
+
+    def expect(runtime):
+        asked.append(runtime.metadata.name)
+        return expected_injection(runtime, StalenessOptions())
+
+    stale_pod, fresh_pod = injected_pod(index_of(rt(B))), injected_pod(now)
+    assert pod_staleness(stale_pod, now, expected=expect) == pod_staleness(stale_pod, now)
+    assert pod_staleness(fresh_pod, now, expected=expect) == pod_staleness(fresh_pod, now)
+    assert asked == ["writer", "writer"]
+    assert pod_staleness(stale_pod, now, expected=expect).stale
 
 
 skill_entries = st.lists(
@@ -346,15 +350,6 @@ def test_a_changed_path_is_stale() -> None:
 def test_options_follow_the_mutations_delivery() -> None:
     options = StalenessOptions.from_mutation(MutationOptions(delivery="extract", nodes=OLD_NODES))
     assert (options.delivery, options.nodes) == ("extract", OLD_NODES)
-
-
-def test_the_memo_follows_a_new_node_verdict() -> None:
-    index = index_of(rt(A))
-    running = delivered_pod(index, MutationOptions(nodes=NEW_NODES))
-    memo = FingerprintMemo()
-    assert not pod_staleness(running, index, StalenessOptions(nodes=NEW_NODES), memo).stale
-    assert pod_staleness(running, index, StalenessOptions(nodes=OLD_NODES), memo).stale
-    assert not pod_staleness(running, index, StalenessOptions(nodes=NEW_NODES), memo).stale
 
 
 def test_without_a_resolver_the_delivery_the_pod_has_is_taken_as_current() -> None:

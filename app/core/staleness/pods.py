@@ -15,7 +15,6 @@ Pure: no I/O. The reconciler and `skill-webhook stale` both call `pod_staleness`
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
@@ -65,8 +64,7 @@ class StalenessOptions:
     # Likewise the delivery the pod's spec shows, and the path it mounts where the skill names none:
     # only the registry (an artifact?) and the serving webhook's view of the cluster decide those.
     trust_recorded_digests: bool = False
-    # The ImagePolicy `references` applies, when there is one: its facts are immutable objects, so a
-    # memo may keep a fingerprint for as long as the same fact objects come back (see FingerprintMemo).
+    # The ImagePolicy `references` applies, when there is one (its facts also decide deliveries).
     image_policy: Any = None
 
     @classmethod
@@ -80,7 +78,7 @@ class StalenessOptions:
                    references=_pinned_references(policy) if policy is not None else None,
                    image_policy=policy)
 
-    @functools.cached_property
+    @property
     def policy(self) -> DeliveryPolicy:
         return DeliveryPolicy(self.delivery, self.image_volumes, self.image_volumes_reason, self.nodes)
 
@@ -118,6 +116,13 @@ class Staleness:
     problems: tuple[str, ...] = field(default=())
 
 
+class Expected(NamedTuple):
+    """What the mutation would inject now for an AgentRuntime, and its fingerprint ("" for nothing)."""
+
+    skills: tuple[InjectedSkill, ...]
+    fingerprint: str
+
+
 def expected_skills(runtime: AgentRuntime | None, options: StalenessOptions) -> tuple[InjectedSkill, ...]:
     """What the mutation would inject now for `runtime` (empty: nothing)."""
     if runtime is None or not runtime.spec.skills:
@@ -129,65 +134,20 @@ def expected_skills(runtime: AgentRuntime | None, options: StalenessOptions) -> 
     return injected_skills(runtime.spec.skills, references, plan.skills)
 
 
-class FingerprintMemo:
-    """What would be injected now, and its fingerprint, per AgentRuntime object, so that judging the
-    thousand pods of one AgentRuntime plans and hashes its skills once. Keyed by identity (the index
-    replaces an object on every change) and checked against the delivery policy and the references to
-    inject (digest pinning moves them without the object changing), so an entry is never out of date:
-    with an ImagePolicy, while its facts for the skills' images are the very objects the plan was made
-    from, the plan is not even made again (a periodic re-check of 10,000 pods then costs a few dict
-    reads each). `prune` drops entries of replaced objects."""
-
-    def __init__(self) -> None:
-        # id -> (runtime, supply, policy, facts seen, expected skills, fingerprint)
-        self._by_id: dict[int, tuple[AgentRuntime, Any, DeliveryPolicy, tuple[Any, ...] | None,
-                                     tuple[InjectedSkill, ...], str]] = {}
-
-    def get(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[tuple[InjectedSkill, ...], str]:
-        entry = self._entry(runtime, options)
-        return entry[4], entry[5]
-
-    def fingerprint(self, runtime: AgentRuntime, options: StalenessOptions) -> str:
-        """The fingerprint of what would be injected now for `runtime` ("" for nothing)."""
-        return self._entry(runtime, options)[5]
-
-    def _entry(self, runtime: AgentRuntime, options: StalenessOptions) -> tuple[Any, ...]:
-        skills = runtime.spec.skills
-        supply, policy = options.image_policy, options.policy
-        seen = tuple(supply.facts(s.image) for s in skills) if supply is not None and skills else None
-        hit = self._by_id.get(id(runtime))
-        if hit is not None and (hit[0] is not runtime or hit[1] is not supply or hit[2] != policy):
-            hit = None
-        if hit is not None and seen is not None and hit[3] is not None and len(seen) == len(hit[3]) \
-                and all(a is b for a, b in zip(seen, hit[3])):
-            return hit
-        wanted = expected_skills(runtime, options)
-        if hit is not None and hit[4] == wanted:
-            fingerprint = hit[5]  # unchanged: no hashing
-        else:
-            fingerprint = skills_fingerprint(wanted) if wanted else ""
-        entry = (runtime, supply, policy, seen, wanted, fingerprint)
-        self._by_id[id(runtime)] = entry
-        return entry
-
-    def prune(self, current: Callable[[AgentRuntime], bool]) -> None:
-        """Keep only the entries whose AgentRuntime `current` says is still the live object."""
-        self._by_id = {k: v for k, v in self._by_id.items() if current(v[0])}
-
-    def clear(self) -> None:
-        self._by_id.clear()
-
-    def __len__(self) -> int:
-        return len(self._by_id)
+def expected_injection(runtime: AgentRuntime | None, options: StalenessOptions) -> Expected:
+    wanted = expected_skills(runtime, options)
+    return Expected(wanted, skills_fingerprint(wanted) if wanted else "")
 
 
 def pod_staleness(
     pod: dict[str, Any] | _PodLike,
     index: AgentRuntimeIndex,
     options: StalenessOptions = StalenessOptions(),
-    memo: FingerprintMemo | None = None,
+    expected: Callable[[AgentRuntime], Expected] | None = None,
 ) -> Staleness:
-    """Judge one pod (a pod dict, or a compact record with `as_pod()`) against the index as it is now."""
+    """Judge one pod (a pod dict, or a compact record with `as_pod()`) against the index as it is now.
+    `expected` gives what would be injected for the matched AgentRuntime, for callers that judge many
+    pods of one AgentRuntime at once (default: `expected_injection`, worked out for this pod)."""
     obj = pod if isinstance(pod, dict) else pod.as_pod()
     metadata = mapping_of(obj.get("metadata"))
     namespace, name = text_of(metadata.get("namespace")), text_of(metadata.get("name"))
@@ -211,15 +171,15 @@ def pod_staleness(
         # take them down: their replacements are denied. Reported, so that someone fixes it.
         head = f'AgentRuntime "{runtime.metadata.name}" is invalid, its new pods are denied: ' + "; ".join(problems)
         return verdict(True, INVALID, runtime, differences=(head,), problems=problems)
-    if runtime is not None and memo is not None and not options.trust_recorded_digests:
-        wanted, fingerprint = memo.get(runtime, options)
-    else:
-        wanted = expected_skills(runtime, options)
-        if options.trust_recorded_digests and record is not None:
-            in_pod = _injected_in_pod(obj, record)
-            wanted = tuple(_as_delivered(_as_recorded(s, record.skills.get(s.name)), in_pod.get(s.name), runtime)
-                           for s in wanted)
+    if options.trust_recorded_digests and record is not None:
+        in_pod = _injected_in_pod(obj, record)
+        wanted = tuple(_as_delivered(_as_recorded(s, record.skills.get(s.name)), in_pod.get(s.name), runtime)
+                       for s in expected_skills(runtime, options))
         fingerprint = skills_fingerprint(wanted) if wanted else ""
+    elif runtime is not None and expected is not None:
+        wanted, fingerprint = expected(runtime)
+    else:
+        wanted, fingerprint = expected_injection(runtime, options)
 
     if record is None:
         if not wanted:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core.staleness.pods import FingerprintMemo, StalenessOptions, pod_staleness
+from app.core.staleness.pods import Expected, StalenessOptions, expected_injection, pod_staleness
 from app.core.staleness.rollout import roll_hint
 from app.sources.backoff import Backoff
 from app.sources.clock import Clock
@@ -100,7 +100,6 @@ class Reconciler:
             clock=self.clock, backoff=Backoff(config.retry_initial, config.retry_max))
         self.verdicts = Verdicts()
         self._members: dict[WorkloadKey, set[PodKey]] = {}  # the pods judged under each key
-        self._memo = FingerprintMemo()
         self._shape: tuple[Any, ...] | None = None
         self._reported: dict[RuntimeKey, _Reported] = {}
         self._rollouts = Rollouts(config, core_api, metrics, self.queue, is_leader, self._emit)
@@ -127,8 +126,6 @@ class Reconciler:
         keys = {pod.workload for pod in self.pods.all() if pod.workload is not None} | set(self._members)
         for key in keys:
             self.queue.add(key)
-        live = {id(runtime) for runtime in self.index.all()}
-        self._memo.prune(lambda runtime: id(runtime) in live)
 
     # -- the worker ----------------------------------------------------------------------------------
 
@@ -182,9 +179,18 @@ class Reconciler:
         namespace, workload = key
         options = self._options()
         members = self.pods.of_workload(namespace, workload)
+        # What would be injected is worked out once per AgentRuntime object for the pods of this workload.
+        expected: dict[tuple[str, str], tuple[AgentRuntime, Expected]] = {}
+
+        def expect(runtime: AgentRuntime) -> Expected:
+            known = expected.get(runtime.key)
+            if known is None or known[0] is not runtime:
+                known = expected[runtime.key] = (runtime, expected_injection(runtime, options))
+            return known[1]
+
         judged = []
         for pod in members:
-            verdict = Judged(pod, pod_staleness(pod, self.index, options, self._memo))
+            verdict = Judged(pod, pod_staleness(pod, self.index, options, expect))
             self.verdicts.put(pod.key, verdict)
             judged.append(verdict)
         seen = {pod.key for pod in members}
@@ -211,7 +217,7 @@ class Reconciler:
         if shape != self._shape:  # pods are judged differently from now on: every one again
             if self._shape is not None:
                 self.resync()
-            self._shape, self._memo = shape, FingerprintMemo()
+            self._shape = shape
         return options
 
     # -- publish and report --------------------------------------------------------------------------
