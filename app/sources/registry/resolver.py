@@ -253,7 +253,7 @@ class SkillImageResolver:
                 return  # dropped while we asked
             self._due[ref] = done + delay
             if facts == previous:
-                return  # the same answer: readers keep the same object (and memos keyed on it hold)
+                return  # the same answer: nothing to publish
             self._pending[ref] = facts
             waiting, age = len(self._pending), done - self._published_at
         if waiting >= PUBLISH_BATCH or age >= PUBLISH_EVERY or not len(self.queue):
