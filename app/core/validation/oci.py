@@ -21,12 +21,9 @@ unmaintained, and the rules fit in a page.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Iterable
-
-from app.core.validation.caching import cached_when_short
 
 DOCKER_HUB = "docker.io"
 # Spellings of Docker Hub that pull the same images as "docker.io".
@@ -81,11 +78,8 @@ class ImageReference:
         return text
 
 
-@cached_when_short(maxsize=4096, longest=1024)  # a valid reference has at most about 520 characters
 def parse_reference(text: str) -> ImageReference:
-    """Parse an image reference; raises InvalidImageReference saying what is wrong.
-
-    Cached: the same few images are validated again and again (every UPDATE, every dry run)."""
+    """Parse an image reference; raises InvalidImageReference saying what is wrong."""
     if not text:
         raise InvalidImageReference("must not be empty")
     if _UNPRINTABLE_OR_SPACE_RE.search(text):
@@ -107,10 +101,8 @@ def parse_reference(text: str) -> ImageReference:
     return ImageReference(registry, path, tag, digest if at else None)
 
 
-@cached_when_short(maxsize=4096, longest=MAX_NAME_LENGTH)
 def _repository(name: str) -> tuple[str, str]:
-    """(registry, path) of a name without tag or digest, normalised; raises InvalidImageReference.
-    Cached apart from the whole reference: one repository comes with many tags and digests."""
+    """(registry, path) of a name without tag or digest, normalised; raises InvalidImageReference."""
     if not name:
         raise InvalidImageReference("repository name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
@@ -162,7 +154,6 @@ class RegistryPrefix:
         return "/".join((self.registry, *self.path))
 
 
-@functools.lru_cache(maxsize=256)
 def parse_registry_prefix(entry: str) -> RegistryPrefix:
     """Parse one allow-list entry (surrounding spaces and trailing "/" ignored); raises
     InvalidImageReference for an entry that could never match. Useful to check settings at start."""
@@ -197,11 +188,6 @@ def registry_allowed(reference: str | ImageReference, allow_list: Iterable[str])
             reference = parse_reference(reference)
         except InvalidImageReference:
             return False
-    return _allowed_by(reference, entries)
-
-
-@functools.lru_cache(maxsize=4096)
-def _allowed_by(reference: ImageReference, entries: tuple[str, ...]) -> bool:
     for entry in entries:
         try:
             prefix = parse_registry_prefix(entry)

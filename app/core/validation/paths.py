@@ -40,6 +40,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_NAMES = {"\x00": "NUL", "\n": "newline", "\t": "tab", "\r": "carriage return", "\x7f": "DEL"}
 
 
+# Cached: split afresh, mount paths measured 9 % of /validate (20 skills) and 5 % of /mutate in process.
 @cached_when_short(maxsize=4096, longest=MAX_MOUNT_PATH_LENGTH)
 def components(path: str) -> Components:
     """The path's components without empty and "." ones: "/a//b/./c/" -> ("a", "b", "c")."""
