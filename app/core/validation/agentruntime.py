@@ -8,7 +8,6 @@ is well-typed. Each problem is a FieldError rendered as the API server renders i
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
@@ -211,7 +210,6 @@ def _check_delivery_annotation(obj: dict, domain: Domain, findings: Findings) ->
     return value
 
 
-@functools.lru_cache(maxsize=8)
 def _field_order(domain: Domain) -> dict[str, dict[str, int]]:
     # Skills declared in the annotation are listed in the order of spec.skills entries too.
     return {**FIELD_ORDER, domain.skill_images: FIELD_ORDER["skills"]}
