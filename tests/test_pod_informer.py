@@ -152,7 +152,7 @@ def test_a_summary_keeps_only_what_staleness_needs(server, make_informer):
     assert summary.labels == ((DOMAIN.skills_inject_label, "enabled"), (TYPE, "agent"), ("pod-template-hash", "abc"))
     assert summary.owner == OwnerRef("apps/v1", "ReplicaSet", "web-abc", True)
     assert summary.skills_injected == record
-    assert (summary.ready, summary.deleting, summary.phase) == (False, False, "Running")
+    assert (summary.ready, summary.deleting) == (False, False)
     assert summary.uid == server.pod("team-a", "p")["metadata"]["uid"]
     assert summary.workloads == (WorkloadRef("apps", "Deployment", "web"), WorkloadRef("apps", "ReplicaSet", "web-abc"))
     assert summary.workload == ("team-a", WorkloadRef("apps", "Deployment", "web"))

@@ -39,8 +39,7 @@ class PodSummary:
     """What the reconciler keeps of a pod. `labels` holds only `<domain>/*` and `pod-template-hash`
     (sorted pairs, so the summary is immutable and hashable); `owner` is the controller owner
     reference, else the first one, else None; `workloads` what its owner chain names (resolve_workload,
-    most general first). Slotted, with the strings and tuples that repeat from pod to pod (namespace,
-    labels, owner, workloads, phase) shared: 10,000 pods cost a few megabytes.
+    most general first). Slotted: 10,000 pods cost a few megabytes.
 
     Two summaries are equal when all but their resourceVersion is: a status heartbeat or an unrelated
     annotation changes nothing that staleness or a rollout reads."""
@@ -54,7 +53,6 @@ class PodSummary:
     skills_injected: str | None = None  # the raw `<domain>/skills-injected` annotation
     ready: bool = False
     deleting: bool = False  # metadata.deletionTimestamp is set
-    phase: str = ""
     # Which annotation key `skills_injected` came from, so that `as_pod` writes it back under it.
     injected_key: str = ""
     workloads: tuple[WorkloadRef, ...] = ()
@@ -67,12 +65,6 @@ class PodSummary:
     def workload(self) -> tuple[str, WorkloadRef] | None:
         """(namespace, the most general workload the pod answers to): the key the reconciler works on."""
         return (self.namespace, self.workloads[0]) if self.workloads else None
-
-    def label(self, key: str) -> str | None:
-        for name, value in self.labels:
-            if name == key:
-                return value
-        return None
 
     def as_pod(self) -> dict[str, Any]:
         """A minimal pod object (name, namespace, uid, labels, owner, the record) for the functions of
@@ -95,25 +87,7 @@ class PodSummary:
             ]
         if self.skills_injected is not None and self.injected_key:
             metadata["annotations"] = {self.injected_key: self.skills_injected}
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "status": {"phase": self.phase}}
-
-
-# The pods of one workload carry the same labels and owner: one shared tuple each instead of one per pod.
-# Bounded: dropped and started afresh past this many distinct values (the summaries keep theirs).
-_SHARED_LIMIT = 50_000
-_LABELS: dict[Any, Any] = {}
-_OWNERS: dict[Any, Any] = {}
-_WORKLOADS: dict[Any, Any] = {}
-
-
-def _share(value: Any, table: dict[Any, Any]) -> Any:
-    found = table.get(value)
-    if found is not None:
-        return found
-    if len(table) >= _SHARED_LIMIT:
-        table.clear()
-    table[value] = value
-    return value
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
 
 
 def summarize(obj: Any, domain: Domain) -> PodSummary | None:
@@ -126,13 +100,13 @@ def summarize(obj: Any, domain: Domain) -> PodSummary | None:
     if not isinstance(name, str) or not name or not isinstance(namespace, str):
         return None
     prefix = domain.prefix + "/"
-    labels = _share(tuple(
+    labels = tuple(
         sorted(
             (key, value)
             for key, value in mapping_of(metadata.get("labels")).items()
             if isinstance(value, str) and (key.startswith(prefix) or key == LABEL_POD_TEMPLATE_HASH)
         )
-    ), _LABELS)
+    )
     injected = mapping_of(metadata.get("annotations")).get(domain.skills_injected)
     status = mapping_of(obj.get("status"))
     return PodSummary(
@@ -145,9 +119,8 @@ def summarize(obj: Any, domain: Domain) -> PodSummary | None:
         skills_injected=injected if isinstance(injected, str) else None,
         ready=_ready(status.get("conditions")),
         deleting=bool(metadata.get("deletionTimestamp")),
-        phase=text_of(status.get("phase")),
         injected_key=domain.skills_injected,
-        workloads=_share(resolve_workload(obj), _WORKLOADS),
+        workloads=resolve_workload(obj),
     )
 
 
@@ -268,8 +241,8 @@ def _owner(refs: Any) -> OwnerRef | None:
     chosen = next((r for r in refs if r.get("controller") is True), refs[0] if refs else None)
     if chosen is None:
         return None
-    return _share(OwnerRef(text_of(chosen.get("apiVersion")), text_of(chosen.get("kind")),
-                           text_of(chosen.get("name")), chosen.get("controller") is True), _OWNERS)
+    return OwnerRef(text_of(chosen.get("apiVersion")), text_of(chosen.get("kind")),
+                    text_of(chosen.get("name")), chosen.get("controller") is True)
 
 
 def _ready(conditions: Any) -> bool:
