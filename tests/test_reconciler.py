@@ -5,6 +5,7 @@ clock the tests step; only the stand-in's replacements turn Ready in real time."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Iterator
@@ -279,7 +280,7 @@ def test_an_invalid_agentruntime_is_never_rolled(cluster: Harness) -> None:
     reconciler = cluster.reconciler("evict")
     # As the cache holds one that fails validation (its new pods would be denied).
     current = cluster.index.get(NS, "writer")
-    invalid = current.model_copy(update={"spec": current.spec.model_copy(update={"skills": []})})
+    invalid = dataclasses.replace(current, spec=dataclasses.replace(current.spec, skills=[]))
     cluster.index.upsert(invalid.with_problems(("spec.skills[0].mountPath: Invalid value",)))
     for _ in range(3):
         stale = cluster.run(reconciler)

@@ -23,6 +23,7 @@ from app.core.model import (
     TARGET_KINDS,
     ObjectMeta,
     TargetRef,
+    validated,
     WorkloadRef,
     api_group,
     is_agentruntime,
@@ -331,6 +332,6 @@ def _old_workload(old_object: Any) -> WorkloadRef | None:
     if not isinstance(raw, dict):
         return None
     try:
-        return TargetRef.model_validate(raw).workload
+        return validated(TargetRef, raw).workload
     except ValidationError:
         return None

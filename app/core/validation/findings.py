@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from app.core.model import validated
 from app.core.validation import fields as f
 from app.core.validation.fields import FieldError, FieldPath
 
@@ -44,11 +45,11 @@ class Findings:
     def warn(self, path: FieldPath, text: str) -> None:
         self.warnings.append((path, text))
 
-    def typed(self, model: type[BaseModel], raw: dict, base: tuple[str | int, ...]) -> Any:
+    def typed(self, model: type, raw: dict, base: tuple[str | int, ...]) -> Any:
         """`raw` as the shared pydantic model, or None after reporting each of its type errors as
         a field error beneath `base`."""
         try:
-            return model.model_validate(raw)
+            return validated(model, raw)
         except ValidationError as exc:
             self.errors.extend(pydantic_field_errors(exc, FieldPath(base)))
             return None

@@ -11,6 +11,7 @@ are cached (see app.core.validation.caching).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any, Callable, NamedTuple
@@ -35,7 +36,7 @@ DNS1123_LABEL_MESSAGE = (
     "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
     "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
-SKILL_FIELDS = frozenset(Skill.model_fields)
+SKILL_FIELDS = frozenset(f.name for f in dataclasses.fields(Skill))
 # The values of the AgentRuntime annotation `<domain>/skill-delivery` (app.core.mutation.delivery).
 DELIVERY_VALUES = ("image", "extract")
 SKILLS_PATH = FieldPath(("spec", "skills"))
