@@ -195,7 +195,10 @@ def test_generated_pod_reviews(client, rng: random.Random):
 def test_generated_agentruntimes(client, rng: random.Random, form: str):
     runtime = random_agentruntime(rng)
     if form == "review":
-        assert send(client, "/validate", json.dumps(runtime_review(rng, runtime)).encode()).startswith("review/")
+        body = json.dumps(runtime_review(rng, runtime)).encode()
+        answer = send(client, "/validate", body)
+        # As for pods: a generated uid may hold a lone surrogate, not I-JSON, so a 400 is right too.
+        assert answer.startswith("review/") or (strict_json_or_none(body) is None and answer == "error/400")
     elif form == "yaml":
         assert send(client, "/validate", yaml.safe_dump(runtime).encode(), "application/yaml").startswith("report/")
     else:
