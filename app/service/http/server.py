@@ -246,8 +246,10 @@ def build_state(settings: Settings) -> ServiceParts:
 
 # How long a background thread (informers, reconciler, resolver) may keep the GIL when the event loop
 # wants it back. Python's default, 5 ms, is paid by every admission whose thread released the GIL for a
-# socket write while a background thread was runnable: a few such releases per request turned 0.3 ms
-# into 2 ms. Half a millisecond bounds that; with idle threads it costs nothing.
+# socket write while a background thread was runnable. Measured side by side (two serve processes, 10,000
+# AgentRuntimes and pods, 50 pod changes/s, the resolver re-resolving 10,000 images every 60 s): p99 at
+# 500 requests/s 12-20 ms with half a millisecond against 19-23 ms with the default. With idle threads it
+# costs nothing.
 GIL_SWITCH_INTERVAL = 0.0005
 
 
