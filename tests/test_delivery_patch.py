@@ -17,6 +17,7 @@ from app.core.mutation.puller import (
     puller_container,
     puller_volumes,
     quantity_bytes,
+    skill_volume,
 )
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.mutation.image_policy import ImagePolicy
@@ -80,6 +81,21 @@ def test_size_limits_in_bytes(text, size):
 def test_sizes_that_are_not_refused(text):
     with pytest.raises(ValueError, match="is not a size"):
         quantity_bytes(text)
+
+
+@pytest.mark.parametrize(("size_limit", "max_files", "volume_limit"), [
+    ("64Mi", 10_000, "105536Ki"),  # the defaults: 64 MiB of content and 10,000 blocks of 4 KiB
+    ("1Mi", 50, "1224Ki"),
+    ("100M", 10, "100040960"),  # not a whole number of KiB: bytes
+])
+def test_the_emptydir_allows_a_block_per_entry_beyond_the_content_limit(size_limit, max_files, volume_limit):
+    config = PullerConfig(size_limit=size_limit, max_files=max_files)
+    assert skill_volume(config, "a") == {"name": "skill-a", "emptyDir": {"sizeLimit": volume_limit}}
+    # The puller still stops at the content limit itself.
+    args = puller_container(config, [PulledSkill("a", "ghcr.io/acme/a:1")], [])["args"]
+    assert args[args.index("--max-bytes") + 1] == str(quantity_bytes(size_limit))
+    # As many one-byte files as allowed (each a 4 KiB block on disk) beside the full content limit fit.
+    assert quantity_bytes(volume_limit) >= quantity_bytes(size_limit) + max_files * 4096
 
 
 def test_puller_arguments_in_the_contract_order():
@@ -227,6 +243,6 @@ def test_nodes_that_cannot_mount_make_auto_extract_and_the_record_says_the_skill
     decision = mutate(the_pod, index, options)
     patched = apply_and_recheck(the_pod, decision, index, options)
     assert decision.extracted == 1 and patched["spec"]["volumes"] == [
-        {"name": "skill-a", "emptyDir": {"sizeLimit": "64Mi"}}]
+        {"name": "skill-a", "emptyDir": {"sizeLimit": "105536Ki"}}]
     record = json.loads(patched["metadata"]["annotations"][DEFAULT_DOMAIN.skills_injected])
     assert record["skills"] == {"a": skill("a")["image"]}

@@ -271,9 +271,10 @@ def _documented_fields_removed(pod: dict[str, Any], agent: int) -> dict[str, Any
 
 def _expected_volume(skill: Any, delivery: str) -> dict[str, Any]:
     """Written from the contract, not from the code: volume `skill-<name>` with the image reference,
-    and pullPolicy only when the skill sets one; extracted, an emptyDir of the size limit."""
+    and pullPolicy only when the skill sets one; extracted, an emptyDir of the size limit and a 4 KiB
+    block for each of the 10,000 entries allowed."""
     if delivery == "extract":
-        return {"name": "skill-" + skill.name, "emptyDir": {"sizeLimit": "64Mi"}}
+        return {"name": "skill-" + skill.name, "emptyDir": {"sizeLimit": "105536Ki"}}
     image = {"reference": skill.image, "pullPolicy": skill.pullPolicy} if skill.pullPolicy else {"reference": skill.image}
     return {"name": "skill-" + skill.name, "image": image}
 

@@ -154,7 +154,7 @@ def test_an_artifact_pod_gets_its_skill_by_extraction_of_the_pinned_digest(enfor
     puller = answer.pod["spec"]["initContainers"][0]
     assert puller["name"] == "skill-pull"
     assert puller["args"][:2] == ["--skill", f"artifact-skill={images.ref('artifact')}@{images.artifact}"]
-    assert {"name": "skill-artifact-skill", "emptyDir": {"sizeLimit": "64Mi"}} in answer.pod["spec"]["volumes"]
+    assert {"name": "skill-artifact-skill", "emptyDir": {"sizeLimit": "105536Ki"}} in answer.pod["spec"]["volumes"]
     assert any("artifact-skill" in w and "delivered by extraction" in w for w in answer.warnings), answer.warnings
 
 

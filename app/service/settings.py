@@ -89,7 +89,8 @@ class Settings(BaseSettings):
         "auto (extract where image volumes cannot mount: API server, node runtimes, OCI artifacts)"
     )
     extract_size_limit: str = Field(
-        DEFAULT_SIZE_LIMIT, description="extraction: sizeLimit of each skill's emptyDir, and the most the puller unpacks"
+        DEFAULT_SIZE_LIMIT, description="extraction: the most file content the puller unpacks per skill (each skill's "
+        "emptyDir sizeLimit adds 4 KiB per --extract-max-files entry, for blocks on disk)"
     )
     extract_max_files: int = Field(DEFAULT_MAX_FILES, ge=1, description="extraction: the most entries unpacked per skill")
     puller_name: str = Field(DEFAULT_PULLER_NAME, description="extraction: name of the puller init container")

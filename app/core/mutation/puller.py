@@ -29,6 +29,11 @@ REGISTRY_CA_VOLUME = "skill-pull-registry-ca"
 PULLER_UID = 65532
 DEFAULT_SIZE_LIMIT = "64Mi"
 DEFAULT_MAX_FILES = 10_000
+# The puller counts file content (`--max-bytes`), the kubelet the space the volume takes, and every
+# file and directory takes whole blocks (4 KiB on ext4, XFS and tmpfs). A skill just under the byte
+# limit made of many small files would go over an emptyDir sizeLimit equal to it, and the kubelet would
+# evict the pod; so the sizeLimit allows one more block for every entry the puller may write.
+ENTRY_BLOCK_BYTES = 4096
 
 _QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?")
 _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -99,6 +104,12 @@ class PullerConfig:
     def max_bytes(self) -> int:
         return quantity_bytes(self.size_limit)
 
+    @property
+    def volume_size_limit(self) -> str:
+        """The sizeLimit of each skill's emptyDir: the byte limit and a block per entry."""
+        total = self.max_bytes + self.max_files * ENTRY_BLOCK_BYTES
+        return f"{total // 1024}Ki" if total % 1024 == 0 else str(total)
+
 
 DEFAULT_PULLER = PullerConfig()
 
@@ -113,7 +124,7 @@ class PulledSkill(NamedTuple):
 
 def skill_volume(config: PullerConfig, skill_name: str) -> dict[str, Any]:
     """The emptyDir an extracted skill is unpacked into."""
-    return {"name": volume_name(skill_name), "emptyDir": {"sizeLimit": config.size_limit}}
+    return {"name": volume_name(skill_name), "emptyDir": {"sizeLimit": config.volume_size_limit}}
 
 
 def puller_volumes(config: PullerConfig, pull_secrets: Sequence[str | None]) -> list[dict[str, Any]]:
