@@ -169,9 +169,9 @@ def test_an_unverified_signature_fails_validation_only_when_enforced(verify, all
 
 
 def test_the_cached_verdict_never_includes_registry_facts():
-    from app.core.validation import stored_object_errors
+    from app.core.validation import stored_object_verdict
 
     obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE)])
     policy = ImagePolicy({IMAGE: facts(mountable=False)}.get)
-    assert stored_object_errors(obj, ValidationOptions()) == ()
+    assert stored_object_verdict(obj, ValidationOptions())[0] == ()
     assert validate_agentruntime(obj, options=ValidationOptions(image_policy=policy, delivery="image")).errors

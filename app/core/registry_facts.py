@@ -52,7 +52,6 @@ DEPRECATED = "deprecated"
 PREFERRED_PLATFORM = ("linux", "amd64")
 
 Verdict = Literal["verified", "unverified", "unknown", "off"]
-VERDICTS: tuple[Verdict, ...] = ("verified", "unverified", "unknown", "off")
 
 
 @dataclass(frozen=True)

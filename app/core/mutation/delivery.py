@@ -26,7 +26,6 @@ from app.core.validation.skills import DELIVERY_VALUES
 Delivery = Literal["image", "extract"]
 DeliverySetting = Literal["auto", "image", "extract"]
 DELIVERIES: tuple[Delivery, ...] = DELIVERY_VALUES  # type: ignore[assignment]
-DELIVERY_SETTINGS: tuple[DeliverySetting, ...] = ("auto", "image", "extract")
 
 # The first release of each container runtime that mounts image volumes.
 IMAGE_VOLUME_RUNTIMES = {"containerd": (2, 1), "cri-o": (1, 31)}

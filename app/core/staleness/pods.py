@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Protocol
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.delivery import DeliveryPlan, DeliveryPolicy, DeliverySetting, NodeRuntimes, plan_delivery
 from app.core.mutation.injection import InjectedRecord, InjectedSkill, injected_skills, read_injected_record, skills_fingerprint
-from app.core.model import AgentRuntime, WorkloadRef, volume_name
+from app.core.model import AgentRuntime, volume_name
 from app.core.mutation.review import MutationOptions
 from app.core.names import DEFAULT_DOMAIN, Domain
 from app.core.mutation.image_policy import ImagePolicy, apply_image_policy
@@ -217,11 +217,6 @@ def _nothing_injected(runtime: AgentRuntime | None, options: StalenessOptions) -
     if runtime is None or not runtime.spec.skills:
         return options.delivery == "image"
     return options.deliveries(runtime).blocked is not None
-
-
-def workload_of(pod: dict[str, Any] | _PodLike) -> tuple[WorkloadRef, ...]:
-    """The workloads the pod answers to (as matching reads them), for grouping pods by workload."""
-    return resolve_workload(pod if isinstance(pod, dict) else pod.as_pod())
 
 
 def _as_recorded(skill: InjectedSkill, recorded: str | None) -> InjectedSkill:

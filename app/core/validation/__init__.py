@@ -2,7 +2,7 @@
 
 Pure: no I/O. `validate_documents` serves the offline CLI and the /validate dry run (one function, so
 both give the same verdict); `review_agentruntime` is the /validate admission decision;
-`stored_object_errors` re-checks a cached object at mutation; `skills_source` says where an object
+`stored_object_verdict` checks an object as the cache keeps it; `skills_source` says where an object
 declares its skills (spec.skills or the `<domain>/skill-images` annotation).
 
 Names are imported on first use (PEP 562): a reader of one module, such as `oci` for the puller's
@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "agentruntime": ("ValidationOptions", "review_agentruntime", "stored_object_errors", "stored_object_verdict",
+    "agentruntime": ("ValidationOptions", "review_agentruntime", "stored_object_verdict",
                      "target_group_problem", "validate_agentruntime"),
     "batch": ("BatchReport", "DocumentResult", "validate_documents"),
     "fields": ("ErrorType", "FieldError", "FieldPath", "Key"),

@@ -96,17 +96,11 @@ class Targets(Protocol):
     def targeting(self, namespace: str, workload: WorkloadRef) -> Iterable[Any]: ...
 
 
-def stored_object_errors(obj: Any, options: ValidationOptions = DEFAULT_OPTIONS) -> tuple[str, ...]:
-    """The errors of a stored AgentRuntime by the rules that need no other object (everything but
-    one-per-workload): for the re-check of cached objects, which may have been stored before the
-    validating webhook existed, while it was down, or read from a file. Pass the object as stored
-    (with its annotations: they may hold the skills). Never raises; empty when the object is valid."""
-    return stored_object_verdict(obj, options)[0]
-
-
 def stored_object_verdict(obj: Any, options: ValidationOptions = DEFAULT_OPTIONS) -> tuple[tuple[str, ...], SkillsSource]:
-    """stored_object_errors, and where the object declares its skills (found on the way, so that a
-    cache builds its runtime from the same reading of the object in the same pass)."""
+    """The errors of a stored AgentRuntime by the rules that need no other object (everything but
+    one-per-workload), and where it declares its skills: for the cached objects, which may have been
+    stored before the validating webhook existed, while it was down, or read from a file. Pass the object
+    as stored (with its annotations: they may hold the skills). Never raises; no errors when it is valid."""
     findings, source = _check_object(obj, "UPDATE", None, options, None, namespace_hint="")
     # Only the errors decide a stored object's verdict: its warnings are not rendered at all.
     return findings.error_texts(_field_order(options.domain)), source

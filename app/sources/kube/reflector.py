@@ -50,8 +50,6 @@ RESTART_CLOSED = "closed"  # the server ended the stream normally (its timeoutSe
 RESTART_ERROR = "error"  # another API error (403 from missing RBAC, 5xx) or a garbled stream
 RESTART_CRASH = "crash"  # a bug on our side; logged with its traceback, then re-LIST to be safe
 
-RESTART_REASONS = (RESTART_EXPIRED, RESTART_DROPPED, RESTART_CLOSED, RESTART_ERROR, RESTART_CRASH)
-
 T = TypeVar("T")
 Key = tuple[str, str]  # (namespace, name)
 
@@ -64,7 +62,7 @@ def _ignore(_: Any) -> None:
 class InformerMetrics:
     """Hooks the service layer fills with Prometheus calls (app/sources stays free of prometheus)."""
 
-    on_restart: Callable[[str], None] = _ignore  # one of RESTART_REASONS
+    on_restart: Callable[[str], None] = _ignore  # one of the RESTART_* reasons above
     on_sync: Callable[[int], None] = _ignore  # after every complete LIST, with the number of cached objects
     on_event: Callable[[str], None] = _ignore  # ADDED / MODIFIED / DELETED / BOOKMARK applied
 

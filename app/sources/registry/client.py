@@ -244,15 +244,6 @@ class RegistryClient:
         # fetched by digest and kept), and 4,096 image manifests with their parsed JSON are ~14 MB.
         return manifest
 
-    async def head_digest(self, registry: str, repository: str, reference: str) -> str | None:
-        """The Docker-Content-Digest of a tag without fetching the manifest (None if not sent)."""
-        response = await self._request(
-            "HEAD", registry, repository, f"/v2/{repository}/manifests/{reference}",
-            accept=", ".join(MANIFEST_ACCEPT), what=_manifest_what(reference),
-        )
-        digest = response.headers.get("docker-content-digest")
-        return digest if digest and digest.startswith("sha256:") else None
-
     async def get_blob(self, registry: str, repository: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes:
         key = (registry, repository, digest)
         cached = self._by_digest.get(key)

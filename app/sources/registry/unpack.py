@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import gzip
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
