@@ -178,3 +178,27 @@ def test_pointers_to_the_documentation_name_chapters_that_exist() -> None:
     )
     assert stale == []
     assert missing == []
+
+
+def _stray_lines_before_headings(text: str) -> list[str]:
+    """Non-blank lines directly before a heading, outside code fences (where an editing note pasted
+    into a page ends up: it once sat in the registry section, right above a heading)."""
+    stray, fenced, previous = [], False, ""
+    for line in text.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and line.startswith("#") and previous.strip():
+            stray.append(previous)
+        previous = line
+    return stray
+
+
+def test_the_stray_line_check_sees_a_pasted_note() -> None:
+    page = 'Text.\n\n", for after "What serve does with it". It also changes\n### How often it asks\n'
+    assert _stray_lines_before_headings(page) == ['", for after "What serve does with it". It also changes']
+    assert _stray_lines_before_headings("```\n# a comment in a shell block\n```\n") == []
+
+
+@pytest.mark.parametrize("page", [README_PATH, *DOCS], ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_heading_stands_after_a_blank_line(page: Path) -> None:
+    assert _stray_lines_before_headings(page.read_text(encoding="utf-8")) == []

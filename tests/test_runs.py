@@ -81,3 +81,11 @@ def test_a_named_file_runs_whole(suite):
 
 def test_a_marker_expression_replaces_the_default_selection(suite):
     assert run(suite, "-m", "process or slow")[0] == {"test_slow", "test_uses_the_serve_fixture"}
+
+
+def test_no_profile_replays_examples_saved_by_an_earlier_run():
+    # A failure hypothesis saved in the checkout's .hypothesis/ would make every later run of the same
+    # checkout fail (or pass) by what an earlier run found, not by the code: neither profile keeps one.
+    from hypothesis import settings
+
+    assert [settings.get_profile(name).database for name in ("default", "ci")] == [None, None]
