@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from app.core import registry_facts as supply
+from app.core.registry_facts import ImageFacts, ImageFactsCache
 from app.sources.registry.client import REGISTRY_FAULTS, Manifest, RegistryClient, RegistryError
 from app.sources.registry.resolver import ResolverHooks, SkillImageResolver
 from tests.fake_clock import FakeClock
@@ -30,11 +31,22 @@ from tests.registry_harness import (
 from tests.polling import wait_until
 
 
+class CountingCache(ImageFactsCache):
+    """Counts the facts written: a lookup with the same answer as the last writes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def put(self, reference: str, facts: ImageFacts) -> None:
+        self.writes += 1
+        super().put(reference, facts)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.results: Counter[tuple[str, str]] = Counter()
-        self.cached: list[int] = []  # one entry per publish
         self.signatures: Counter[str] = Counter()
 
     def hooks(self) -> ResolverHooks:
@@ -42,7 +54,7 @@ class Recorder:
             assert seconds >= 0
             with self.lock:
                 self.results[(result, registry)] += 1
-        return ResolverHooks(on_resolution, self.cached.append, lambda v: self.signatures.update([v]))
+        return ResolverHooks(on_resolution, lambda v: self.signatures.update([v]))
 
     def count(self, result: str, registry: str) -> int:
         with self.lock:
@@ -87,7 +99,7 @@ def test_a_moved_tag_is_picked_up_within_one_interval(layout) -> None:
         seen_after = time.monotonic() - moved_at
         assert resolver.facts(ref).version == "2.0.0"
         assert seen_after < 1.0 + 4.0  # one interval, and generous slack for a busy machine
-        assert recorder.count("ok", plain.host) >= 2 and recorder.cached[-1] == 1
+        assert recorder.count("ok", plain.host) >= 2 and [f.digest for f in resolver.snapshot().values()] == [second]
     finally:
         resolver.stop()
 
@@ -220,14 +232,13 @@ def test_a_registry_fault_backs_off_a_missing_tag_waits_an_interval(scripted) ->
 
 def test_re_resolutions_come_one_interval_later_spread_and_an_invalid_reference_never(scripted) -> None:
     resolver, registry, step = scripted
-    recorder = Recorder()
-    resolver.hooks = recorder.hooks()
+    resolver.cache = CountingCache()
     refs = [f"r.example/skills/s{i:03d}:v1" for i in range(200)]
     resolver.want([*refs, "UPPER/Case:v1"])
     step(0)
     assert len(resolver.snapshot()) == len(refs) + 1 and resolver.facts("UPPER/Case:v1").error_kind == "invalid"
     first = dict(resolver.snapshot())
-    published = len(recorder.cached)
+    written = resolver.cache.writes
     for _ in range(60):  # 120 s in 2 s steps
         step(2)
     resolver.resync()  # queues every reference again: each waits for its own time
@@ -239,8 +250,8 @@ def test_re_resolutions_come_one_interval_later_spread_and_an_invalid_reference_
     gaps = sorted(times[1] - times[0] for times in asked.values())
     # One interval after the last lookup, give or take 10 %, and not all at once.
     assert gaps[0] >= 90 and gaps[-1] <= 110 + 2 and gaps[-1] - gaps[0] >= 10
-    # The same answers again: nothing published, readers keep the very same objects.
-    assert len(recorder.cached) == published
+    # The same answers again: nothing written, readers keep the very same objects.
+    assert resolver.cache.writes == written
     assert all(resolver.facts(ref) is facts for ref, facts in first.items())
 
 
@@ -303,7 +314,7 @@ def test_a_resync_drops_references_no_longer_wanted_and_failing_hooks_do_not_sto
 
     resolver = SkillImageResolver(
         lambda: RegistryClient(insecure=[plain.host], timeout=2.0), interval=0.3,
-        wanted=lambda: set(wanted), hooks=ResolverHooks(broken, broken, broken),
+        wanted=lambda: set(wanted), hooks=ResolverHooks(broken, broken),
     )
     resolver.start()  # the first resync reads what is wanted
     try:
@@ -417,7 +428,8 @@ def resolve_all(count: int) -> tuple[float, Recorder, SkillImageResolver]:
         return refs
 
     recorder = Recorder()
-    resolver = SkillImageResolver(InstantRegistry, interval=300.0, wanted=wanted, hooks=recorder.hooks())
+    resolver = SkillImageResolver(InstantRegistry, interval=300.0, wanted=wanted, hooks=recorder.hooks(),
+                                  cache=CountingCache())
     started = time.process_time()
     resolver.start()
     try:
@@ -434,8 +446,7 @@ def test_a_pass_over_many_references_costs_the_same_per_reference() -> None:
     per_small, per_large = small_cpu / 800, large_cpu / 6400
     assert per_large < 3 * per_small + 0.0005, (per_small, per_large)
     assert recorder.total() == 6400
-    # Results reach readers in batches: one mapping swap per 256 results, or per 0.5 s.
-    assert len(recorder.cached) <= 6400 // 256 + 2 * 120 + 2
+    assert resolver.cache.writes == 6400  # each result written once, as it comes
     assert all(f.digest == MANIFEST_DIGEST and f.mountable for f in resolver.snapshot().values())
 
 
@@ -469,7 +480,7 @@ def test_many_references_over_http_then_nothing_until_they_are_due() -> None:
 
 
 @pytest.mark.slow
-def test_readers_never_miss_a_reference_while_batches_land() -> None:
+def test_readers_never_miss_a_reference_while_results_land() -> None:
     registry = FastRegistry(changing=True)
     try:
         kept = [f"{registry.host}/skills/keep{i:04d}:v1" for i in range(600)]
@@ -477,7 +488,8 @@ def test_readers_never_miss_a_reference_while_batches_land() -> None:
         wanted = set(kept) | set(dropped)
         recorder = Recorder()
         resolver = SkillImageResolver(lambda: RegistryClient(insecure=[registry.host], timeout=5.0),
-                                      interval=0.3, wanted=lambda: set(wanted), hooks=recorder.hooks())
+                                      interval=0.3, wanted=lambda: set(wanted), hooks=recorder.hooks(),
+                                      cache=CountingCache())
         stop = threading.Event()
         problems: list[str] = []
         snapshots = [0]
@@ -501,13 +513,13 @@ def test_readers_never_miss_a_reference_while_batches_land() -> None:
         thread.start()
         try:
             assert wait_until(lambda: len(resolver.snapshot()) == len(wanted), 60)
-            publishes = len(recorder.cached)
-            assert wait_until(lambda: len(recorder.cached) >= publishes + 4, 30)  # re-resolutions land
+            writes = resolver.cache.writes
+            assert wait_until(lambda: resolver.cache.writes >= writes + 4, 30)  # re-resolutions land
             wanted.difference_update(dropped)
             resolver.resync()
             assert set(resolver.snapshot()) == set(kept)
-            publishes = len(recorder.cached)
-            assert wait_until(lambda: len(recorder.cached) >= publishes + 4, 30)
+            writes = resolver.cache.writes
+            assert wait_until(lambda: resolver.cache.writes >= writes + 4, 30)
             assert set(resolver.snapshot()) == set(kept)
         finally:
             stop.set()

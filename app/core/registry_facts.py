@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
-from typing import Any, Iterable, Literal, Mapping
+import threading
+from typing import Any, Collection, Literal, Mapping
 
 from app.core.validation.oci import InvalidImageReference, parse_reference
 
@@ -295,30 +295,30 @@ def bundle_skills(annotations: Mapping[str, str]) -> tuple[str, ...] | None:
 
 
 class ImageFactsCache:
-    """An immutable mapping swapped in one assignment: readers never lock and never see half an
-    update; one writer (the resolver) publishes whole new mappings, a batch of results at a time."""
+    """What the resolver knows, by image reference as written. Readers take one entry without a lock (a
+    dict read is atomic under the GIL); writers set or drop entries under the lock, and `snapshot` copies
+    under it, so that nothing iterates the dict while it changes."""
 
     def __init__(self, initial: Mapping[str, ImageFacts] | None = None) -> None:
-        self._dict: dict[str, ImageFacts] = dict(initial or {})
-        self._facts: Mapping[str, ImageFacts] = MappingProxyType(self._dict)
+        self._facts: dict[str, ImageFacts] = dict(initial or {})
+        self._lock = threading.Lock()
 
     def facts(self, reference: str) -> ImageFacts | None:
         return self._facts.get(reference)
 
-    def snapshot(self) -> Mapping[str, ImageFacts]:
-        return self._facts
+    def snapshot(self) -> dict[str, ImageFacts]:
+        with self._lock:
+            return dict(self._facts)
 
-    def publish(self, updates: Mapping[str, ImageFacts], keep: Iterable[str] | None = None) -> None:
-        """Publish `updates` over the current facts; with `keep`, drop every reference not in it.
+    def put(self, reference: str, facts: ImageFacts) -> None:
+        with self._lock:
+            self._facts[reference] = facts
 
-        One copy of the mapping per call, whatever the number of updates: callers batch them."""
-        if keep is None:
-            current = dict(self._dict)
-        else:
-            wanted = keep if isinstance(keep, (set, frozenset)) else set(keep)
-            current = {k: v for k, v in self._dict.items() if k in wanted}
-        current.update(updates)
-        self._dict, self._facts = current, MappingProxyType(current)
+    def keep_only(self, references: Collection[str]) -> None:
+        """Drop the facts of every reference not in `references`."""
+        with self._lock:
+            for gone in self._facts.keys() - set(references):
+                del self._facts[gone]
 
     def __len__(self) -> int:
         return len(self._facts)

@@ -144,17 +144,10 @@ def build_resolver(settings: Settings, index: AgentRuntimeIndex, metrics: Webhoo
     from app.sources.registry.cosign import CosignKeyError
     from app.sources.registry.resolver import ResolverHooks, SkillImageResolver
 
-    resolver: SkillImageResolver
-
-    def cached(count: int) -> None:
-        metrics.digests_cached.set(count)
-        metrics.tags_gone.set(sum(1 for f in resolver.snapshot().values() if f.tag_gone))
-
     hooks = ResolverHooks(
         on_resolution=lambda result, registry, seconds: (
             metrics.resolutions.labels(result).inc(), metrics.resolve_latency.labels(registry).observe(seconds)
         ),
-        on_cached=cached,
         on_signature=lambda verdict: metrics.signature_verdicts.labels(verdict).inc(),
     )
     try:
@@ -164,6 +157,9 @@ def build_resolver(settings: Settings, index: AgentRuntimeIndex, metrics: Webhoo
     except (CosignKeyError, OSError, ValueError) as err:
         raise StartupError(f"--cosign-key / registry settings: {err}") from err
     index.add_listener(resolver.runtime_changed)
+    # Counted when scraped.
+    metrics.digests_cached.set_function(lambda: sum(1 for f in resolver.snapshot().values() if f.digest))
+    metrics.tags_gone.set_function(lambda: sum(1 for f in resolver.snapshot().values() if f.tag_gone))
     return resolver
 
 

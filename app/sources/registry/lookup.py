@@ -84,8 +84,8 @@ async def _describe(client: RegistryClient, base: ImageFacts, registry: str, rep
     else:
         decision = manifest_mountability(manifest.media_type, manifest.document)
         config_type = config_media_type(manifest.document)
-    # Only the fields read from the annotations are kept, and repeated strings are shared: 10,000
-    # images must not hold 10,000 copies of the same media types and annotation mappings.
+    # Only the fields read from the annotations are kept: 10,000 images must not hold 10,000 annotation
+    # mappings.
     return replace(
         base,
         digest=manifest.digest,

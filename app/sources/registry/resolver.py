@@ -11,10 +11,8 @@ registry failed (down, stalling, 5xx, refusing our credentials) comes back after
 back-off instead. A reference queued before it is due waits for its own time: a resync costs a dict
 read per reference. The number of workers and the interval are what bound the load on registries.
 
-Results are published into an `ImageFactsCache`: an immutable mapping replaced in one assignment, so
-`/mutate` reads it without a lock and never waits for a registry. A lookup with the same answer as the
-last publishes nothing; changed facts are published in batches (256, or 0.5 s, or as soon as no other
-reference is ready to be looked up), so that 10,000 new images do not copy the mapping 10,000 times.
+Results go into an `ImageFactsCache`, which `/mutate` reads without a lock and never waits for a
+registry. A lookup with the same answer as the last changes nothing (readers keep the same object).
 The last known digest of a reference is kept through failures.
 """
 
@@ -27,7 +25,7 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from app.core.model import AgentRuntime
 from app.core.registry_facts import ImageFacts, ImageFactsCache
@@ -42,8 +40,6 @@ from app.sources.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 JITTER = 0.1  # each re-resolution lands interval * (1 ± this) after the last one
-PUBLISH_EVERY = 0.5  # changed facts wait at most this long (measured at the next lookup's end)...
-PUBLISH_BATCH = 256  # ...or until this many wait
 RESYNC_MIN = 10.0  # wanted references are read again every max(interval, this)
 
 
@@ -57,10 +53,9 @@ class ResolverHooks:
 
     on_resolution(result, registry, seconds): result is "ok" or an error kind (not_found,
     unauthorized, timeout, unreachable, server_error, tls, bad_response, invalid);
-    on_cached(count): references with a known digest; on_signature(verdict)."""
+    on_signature(verdict)."""
 
     on_resolution: Callable[[str, str, float], None] = _noop
-    on_cached: Callable[[int], None] = _noop
     on_signature: Callable[[str], None] = _noop
 
 
@@ -93,16 +88,14 @@ class SkillImageResolver:
         self.keys = tuple(keys)
         self._wanted_fn = wanted
         self.hooks = hooks or ResolverHooks()
-        self.cache = cache or ImageFactsCache()
+        self.cache = cache if cache is not None else ImageFactsCache()
         self.clock = clock or Clock()
         self._rng = rng or random.Random()
         cap = backoff_max if backoff_max is not None else max(self.interval, backoff_base)
         self.queue: WorkQueue[str] = WorkQueue(clock=self.clock, backoff=Backoff(backoff_base, cap, self._rng))
-        self._lock = threading.Lock()  # the three below, and publishing; readers of facts never lock
+        self._lock = threading.Lock()  # the two below, and writing the cache; readers of facts never lock
         self._wanted: set[str] = set()
         self._due: dict[str, float] = {}  # when each reference looked up is due again (inf: never)
-        self._pending: dict[str, ImageFacts] = {}  # changed facts readers do not see yet
-        self._published_at = -math.inf
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -133,7 +126,7 @@ class SkillImageResolver:
     def facts(self, reference: str) -> ImageFacts | None:
         return self.cache.facts(reference)
 
-    def snapshot(self) -> Mapping[str, ImageFacts]:
+    def snapshot(self) -> dict[str, ImageFacts]:
         return self.cache.snapshot()
 
     # -- handlers and resync -----------------------------------------------------------------------
@@ -163,10 +156,7 @@ class SkillImageResolver:
                 self._wanted = wanted
                 for gone in self._due.keys() - wanted:
                     del self._due[gone]
-                for gone in self._pending.keys() - wanted:
-                    del self._pending[gone]
-            if any(ref not in wanted for ref in self.cache.snapshot()):
-                self._publish(keep=wanted)
+                self.cache.keep_only(wanted)
         with self._lock:
             refs = list(self._wanted)
         for ref in refs:
@@ -188,7 +178,6 @@ class SkillImageResolver:
         self.queue.shutdown()
         for thread in self._threads:
             thread.join(timeout)
-        self._publish()
 
     def _resync_loop(self) -> None:
         self.resync()
@@ -224,7 +213,7 @@ class SkillImageResolver:
         """Look `ref` up when it is due; schedule its next lookup; publish what changed."""
         now = self.clock.now()
         with self._lock:
-            wanted, due, previous = ref in self._wanted, self._due.get(ref, -math.inf), self._pending.get(ref)
+            wanted, due = ref in self._wanted, self._due.get(ref, -math.inf)
         if not wanted:
             self.queue.forget(ref)
             return
@@ -232,7 +221,7 @@ class SkillImageResolver:
             if due != math.inf:
                 self.queue.add_after(ref, due - now)  # early (a resync, another AgentRuntime): wait
             return
-        previous = previous or self.cache.facts(ref)
+        previous = self.cache.facts(ref)
         facts = loop.run_until_complete(resolve_image(client, ref, verify=self.verify, keys=self.keys,
                                                       previous=previous))
         done = self.clock.now()
@@ -252,23 +241,8 @@ class SkillImageResolver:
             if ref not in self._wanted:
                 return  # dropped while we asked
             self._due[ref] = done + delay
-            if facts == previous:
-                return  # the same answer: nothing to publish
-            self._pending[ref] = facts
-            waiting, age = len(self._pending), done - self._published_at
-        if waiting >= PUBLISH_BATCH or age >= PUBLISH_EVERY or not len(self.queue):
-            self._publish()
-
-    def _publish(self, keep: set[str] | None = None) -> None:
-        """Publish the waiting facts (and with `keep`, drop every other reference) in one mapping swap."""
-        with self._lock:
-            if not self._pending and keep is None:
-                return
-            updates, self._pending = self._pending, {}
-            self.cache.publish(updates, keep=keep)
-            self._published_at = self.clock.now()
-            digests = sum(1 for facts in self.cache.snapshot().values() if facts.digest)
-        self._call(self.hooks.on_cached, digests)
+            if facts != previous:  # the same answer: readers keep the same object
+                self.cache.put(ref, facts)
 
     def _call(self, hook: Callable[..., None], *args: Any) -> None:
         try:
