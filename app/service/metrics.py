@@ -115,9 +115,6 @@ class WebhookMetrics:
             "skill_webhook_image_tags_gone", "Skill image tags that no longer resolve (the last digest is kept)",
             registry=r,
         )
-        # Pre-bound children: a labels() lookup per request is measurable on the hot path.
-        self._admission_children: dict[tuple[str, str], Counter] = {}
-        self._latency_children = {e: self.latency.labels(e) for e in ("mutate", "validate")}
 
     def observe_injection(self, skills: int, extracted: int) -> None:
         """One pod given `skills` skills, `extracted` of them by extraction."""
@@ -136,9 +133,5 @@ class WebhookMetrics:
             self.nodes_without_image_volumes.labels(node, runtime_version).set(1)
 
     def observe_admission(self, endpoint: str, decision: str, seconds: float) -> None:
-        child = self._admission_children.get((endpoint, decision))
-        if child is None:
-            child = self._admission_children.setdefault((endpoint, decision), self.admissions.labels(endpoint, decision))
-        child.inc()
-        latency = self._latency_children.get(endpoint)
-        (latency or self.latency.labels(endpoint)).observe(seconds)
+        self.admissions.labels(endpoint, decision).inc()
+        self.latency.labels(endpoint).observe(seconds)
