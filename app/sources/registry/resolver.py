@@ -6,7 +6,8 @@ index's handler queues the images of an AgentRuntime that appeared or changed; a
 wants any more. `concurrency` workers, each on its own thread with its own event loop and registry
 client, take one reference at a time and look it up (app.sources.registry.lookup): digest,
 mountability, skill metadata, signature. A reference looked up is due again `interval` later, give or
-take 10 % (so 10,000 images are about 33 lookups a second at 5 min, not a burst of 10,000); one whose
+take 10 %, and the first re-check after a reference's first lookup anywhere in half to one and a half
+intervals (so the burst of 10,000 images at start becomes about 33 lookups a second at 5 min); one whose
 registry failed (down, stalling, 5xx, refusing our credentials) comes back after the work queue's
 back-off instead. A reference queued before it is due waits for its own time: a resync costs a dict
 read per reference. The number of workers and the interval are what bound the load on registries.
@@ -40,6 +41,7 @@ from app.sources.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 JITTER = 0.1  # each re-resolution lands interval * (1 ± this) after the last one
+FIRST_SPREAD = 0.5  # ... and the first one interval * (1 ± this) after the first lookup
 RESYNC_MIN = 10.0  # wanted references are read again every max(interval, this)
 
 
@@ -234,7 +236,10 @@ class SkillImageResolver:
             delay = self.queue.add_rate_limited(ref)
         else:
             self.queue.forget(ref)
-            delay = math.inf if facts.error_kind == "invalid" else self.interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
+            # The first lookups come in a burst (every image of every AgentRuntime at start): their first
+            # re-check is spread over a whole interval, so the burst does not come back every interval.
+            low, high = (1 - FIRST_SPREAD, 1 + FIRST_SPREAD) if previous is None else (1 - JITTER, 1 + JITTER)
+            delay = math.inf if facts.error_kind == "invalid" else self.interval * self._rng.uniform(low, high)
             if delay != math.inf:
                 self.queue.add_after(ref, delay)
         with self._lock:
