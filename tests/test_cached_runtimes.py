@@ -16,7 +16,7 @@ from app.core.model import AgentRuntime
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import DEFAULT_DOMAIN, Domain
-from app.core.validation import ValidationOptions, validate_agentruntime
+from app.core.validation.agentruntime import ValidationOptions, validate_agentruntime
 from app.sources.files.source import RuntimesFileError, read_runtimes_file
 from tests.builders import NAMESPACE, apply_and_recheck, container, deployment_pod, runtime_object, skill
 

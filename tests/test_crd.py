@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core.model import MAX_SKILLS
-from app.core.validation import validate_agentruntime
+from app.core.validation.agentruntime import validate_agentruntime
 
 CRD_FILE = Path(__file__).parent.parent / "manifests" / "crd.yaml"
 CRD = yaml.safe_load(CRD_FILE.read_text())

@@ -33,7 +33,7 @@ from app.core.mutation.injection import read_injected_record
 from app.core.mutation.puller import PullerConfig
 from app.core.mutation.review import MutationOptions
 from app.core.names import Domain
-from app.core.validation import ValidationOptions
+from app.core.validation.agentruntime import ValidationOptions
 from tests.builders import (
     decode_patch,
     NAMESPACE,

@@ -112,7 +112,7 @@ def test_artifacts_and_deprecated_skills_warn_at_admission():
 
 # -- validation with the resolver's facts ----------------------------------------------------------
 
-from app.core.validation import ValidationOptions, validate_agentruntime  # noqa: E402
+from app.core.validation.agentruntime import ValidationOptions, validate_agentruntime  # noqa: E402
 
 
 def validate(known: dict[str, ImageFacts], verify="off", delivery="auto", annotation=None, **fields):
@@ -169,7 +169,7 @@ def test_an_unverified_signature_fails_validation_only_when_enforced(verify, all
 
 
 def test_the_cached_verdict_never_includes_registry_facts():
-    from app.core.validation import stored_object_verdict
+    from app.core.validation.agentruntime import stored_object_verdict
 
     obj = runtime_object("rt", skills=[skill("alpha", image=IMAGE)])
     policy = ImagePolicy({IMAGE: facts(mountable=False)}.get)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from app.core.admission import admission_response, parse_admission_review
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime
-from app.core.validation import ValidationOptions, review_agentruntime, validate_agentruntime
+from app.core.validation.agentruntime import ValidationOptions, review_agentruntime, validate_agentruntime
 from app.core.validation.skills import DNS1123_LABEL_MESSAGE
 
 CASES_FILE = Path(__file__).parent / "validation_cases" / "rules.yaml"

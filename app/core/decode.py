@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.core.model import AgentRuntime
-from app.core.validation import ValidationOptions, stored_object_verdict
+from app.core.validation.agentruntime import ValidationOptions, stored_object_verdict
 from app.core.validation.skills import SKILLS_PATH
 
 

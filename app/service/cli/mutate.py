@@ -20,7 +20,7 @@ from app.core.mutation.puller import DEFAULT_PULLER_IMAGE, PullerConfig
 from app.core.mutation.review import MutationOptions, mutate_pod
 from app.core.names import Domain
 from app.core.parsing.documents import DocumentError, load_documents, open_lists
-from app.core.validation import ValidationOptions
+from app.core.validation.agentruntime import ValidationOptions
 from app.sources.files.source import FileSource, RuntimesFileError, document_files
 
 from app.service.cli import options

@@ -29,7 +29,7 @@ from app.core.mutation.image_policy import ImagePolicy
 from app.core.names import Domain
 from app.core.staleness.pods import StalenessOptions, pod_staleness
 from app.core.staleness.rollout import roll_hint  # the same hint the reconciler's Events give
-from app.core.validation import ValidationOptions
+from app.core.validation.agentruntime import ValidationOptions
 
 from app.service.cli import options
 from app.service.cli.options import split_list

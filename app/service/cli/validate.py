@@ -7,7 +7,7 @@ with a note on stderr; `kind: List` documents (kubectl get -o yaml) are looked i
 
 A directory stands for the same files as `serve --runtimes DIR` reads (app.sources.files.source), and all
 the documents of all the files given are checked together, in order, by the function behind the
-/validate dry run (app.core.validation.validate_documents): two AgentRuntimes on one workload are an
+/validate dry run (app.core.validation.batch.validate_documents): two AgentRuntimes on one workload are an
 error, as they would be when created in that order. The cluster is never asked.
 """
 
@@ -21,7 +21,8 @@ from typing import Any, Iterator
 from app.core.model import AGENTRUNTIME_KIND, api_group
 from app.core.names import Domain
 from app.core.parsing.documents import DocumentError, file_media_type, load_documents, open_lists
-from app.core.validation import ValidationOptions, validate_documents
+from app.core.validation.agentruntime import ValidationOptions
+from app.core.validation.batch import validate_documents
 from app.sources.files.source import document_files
 
 from app.service.cli import options

@@ -31,7 +31,8 @@ from app.core.admission import (
 from app.core.parsing.documents import DocumentError, load_documents
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions, review_pod
-from app.core.validation import ValidationOptions, review_agentruntime, validate_documents
+from app.core.validation.agentruntime import ValidationOptions, review_agentruntime
+from app.core.validation.batch import validate_documents
 
 from app.service.http.deadlines import BodyDeadlines
 from app.service.logs import ADMISSION_LOG, ADMISSION_LOGGER

@@ -23,7 +23,7 @@ from app.core.mutation.capability import decide_image_volumes
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.mutation.review import MutationOptions
 from app.core.mutation.image_policy import ImagePolicy
-from app.core.validation import ValidationOptions
+from app.core.validation.agentruntime import ValidationOptions
 from app.sources.base import AgentRuntimeSource
 from app.sources.files.source import FileSource
 

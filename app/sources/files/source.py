@@ -19,7 +19,7 @@ from app.core.decode import cached_runtime
 from app.core.parsing.documents import DocumentError, file_media_type, load_documents, open_lists
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import AgentRuntime, is_agentruntime
-from app.core.validation import ValidationOptions
+from app.core.validation.agentruntime import ValidationOptions
 
 from app.sources.base import AgentRuntimeSource
 from app.sources.files.changes import FileStamp

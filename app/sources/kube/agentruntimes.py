@@ -22,7 +22,7 @@ from app.core.decode import cached_runtime
 from app.core.mutation.capability import parse_server_version
 from app.core.matching.index import AgentRuntimeIndex
 from app.core.model import DEFAULT_AGENTRUNTIME_API, AgentRuntime
-from app.core.validation import ValidationOptions
+from app.core.validation.agentruntime import ValidationOptions
 
 from app.sources.base import AgentRuntimeSource
 from app.sources.backoff import Backoff
