@@ -2,7 +2,8 @@
 
 Pydantic dataclasses with slots, frozen: the cache holds every AgentRuntime of the cluster, and a
 BaseModel instance carries a `__dict__`, a set of the fields given and a dict of extra keys (about
-550 bytes each, seven per AgentRuntime): 10,000 cached AgentRuntimes took 40 MB more as BaseModels.
+550 bytes each, seven per AgentRuntime): loading 10,000 AgentRuntimes from one JSON file grew the
+process by 69 MB with BaseModels, by 41 MB with these.
 Keys the model does not name are ignored, never rejected (validation warns about unknown skill fields
 from the object itself); `validated` is `model_validate`.
 """
