@@ -236,9 +236,11 @@ class SkillImageResolver:
             delay = self.queue.add_rate_limited(ref)
         else:
             self.queue.forget(ref)
-            # The first lookups come in a burst (every image of every AgentRuntime at start): their first
-            # re-check is spread over a whole interval, so the burst does not come back every interval.
-            low, high = (1 - FIRST_SPREAD, 1 + FIRST_SPREAD) if previous is None else (1 - JITTER, 1 + JITTER)
+            # The first lookups come in a burst (every image of every AgentRuntime at start): the first
+            # re-check of an image found is spread over a whole interval, so the burst does not come back
+            # every interval. (A tag not found waits one interval, like any later re-check.)
+            first = previous is None and facts.error is None
+            low, high = (1 - FIRST_SPREAD, 1 + FIRST_SPREAD) if first else (1 - JITTER, 1 + JITTER)
             delay = math.inf if facts.error_kind == "invalid" else self.interval * self._rng.uniform(low, high)
             if delay != math.inf:
                 self.queue.add_after(ref, delay)
