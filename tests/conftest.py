@@ -13,6 +13,7 @@ public registries that these machines must not contact: every test (and every `s
 which inherits the environment) runs with the resolver off unless it asks for it with its own flags.
 """
 
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.serve_process import Served, kube_flags, serving
+
+# The real control plane's fixtures (kube_cluster, kube_controllers, agentruntime_crd, kube_namespace).
+pytest_plugins = ["tests.kube_cluster"]
 
 os.environ.setdefault("SKILL_WEBHOOK_RESOLVE_INTERVAL", "0")
 

@@ -13,12 +13,8 @@ import pytest
 from tests.kube_cluster import (
     KubeCluster,
     agentruntime,
-    agentruntime_crd,  # noqa: F401 - fixture
     deployment,
     kube,
-    kube_cluster,  # noqa: F401 - fixture
-    kube_controllers,  # noqa: F401 - fixture
-    kube_namespace,  # noqa: F401 - fixture
     pods,
     registered,
     serving,

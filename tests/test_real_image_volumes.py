@@ -10,8 +10,8 @@ import json
 from typing import Iterator
 
 import pytest
+from tests.kube_cluster import ApiServer, KubeCluster, kube
 
-from tests.kube_cluster import ApiServer, KubeCluster, kube, kube_cluster  # noqa: F401 - fixture
 
 pytestmark = kube
 

@@ -16,11 +16,8 @@ from tests.kube_cluster import (
     Served,
     admission_review,
     agentruntime,
-    agentruntime_crd,  # noqa: F401 - fixture
     injected_images,
     kube,
-    kube_cluster,  # noqa: F401 - fixture
-    kube_namespace,  # noqa: F401 - fixture
     mutate,
     serving,
     skill,

@@ -16,9 +16,7 @@ import yaml
 from tests.kube_cluster import (
     ROOT,
     KubeCluster,
-    agentruntime_crd,  # noqa: F401 - fixture
     kube,
-    kube_cluster,  # noqa: F401 - fixture
     process_env,
     skill_webhook,
 )

@@ -12,12 +12,8 @@ from tests.kube_cluster import (
     KubeCluster,
     Served,
     agentruntime,
-    agentruntime_crd,  # noqa: F401 - fixture
     deployment,
     kube,
-    kube_cluster,  # noqa: F401 - fixture
-    kube_controllers,  # noqa: F401 - fixture
-    kube_namespace,  # noqa: F401 - fixture
     mark_ready,
     pods,
     registered,
